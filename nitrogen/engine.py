@@ -1,0 +1,289 @@
+"""The inference engine: owns the weights and one worker thread that batches predicts across sessions.
+
+Sessions hand the engine *jobs* (their frame history, noise, cfg scale, game). The worker takes whatever
+jobs arrived within ``max_wait_ms`` (at most ``max_batch``), runs them as one forward pass and resolves
+each job's future. Batching is exact: every row attends only to its own tokens, so a batched result
+equals the unbatched one up to float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import checkpoint as ckpt_io
+from .actions import decode_actions
+from .errors import CheckpointError
+from .modeling import NitroGenModel
+from .preprocess import pixel_values
+
+logger = logging.getLogger(__name__)
+
+GAME_NONE = 0  # row 0 of the game table is "unconditional"
+
+
+class EngineOptions(BaseModel):
+    """Batching and fast-path switches; each optimisation can be turned off for comparison."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(32, ge=1, le=1024, description="most predicts run as one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the worker waits to fill a batch")
+    bf16: bool = Field(True, description="bfloat16 weights on CUDA (CPU always runs float32)")
+    cuda_graphs: bool = Field(True, description="replay the denoising loop as a CUDA graph per batch size")
+    gpu_preprocess: bool = Field(True, description="resize/normalise frames on the GPU")
+    warmup: bool = Field(True, description="run dummy predicts at start so the first request is not slow")
+
+
+@dataclass
+class Frame:
+    """One buffered frame; its vision features are computed once and reused while it stays buffered."""
+
+    rgb: np.ndarray
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class Job:
+    frames: list[Frame]            # oldest first; only real (non-dropped) frames
+    noise: torch.Tensor            # (horizon, action_dim) float32, CPU
+    cfg_scale: float
+    game_id: int
+    future: Future = field(default_factory=Future)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class InferenceEngine:
+    """Weights + the batching worker. Create sessions with :meth:`new_session`."""
+
+    def __init__(self, model: NitroGenModel, *, ckpt_path: str, device: str | torch.device | None = None,
+                 options: EngineOptions | None = None, old_layout: bool | None = None,
+                 game_names: dict[str, int] | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.device = pick_device(device)
+        self.dtype = torch.bfloat16 if (self.device.type == "cuda" and self.options.bf16) else torch.float32
+        self.model = model.to(self.device, self.dtype)
+        self.ckpt_path = ckpt_path
+        cfg = model.cfg
+        self.config = cfg
+        self.old_layout = cfg.tokenizer_cfg.old_layout if old_layout is None else bool(old_layout)
+        m = cfg.model_cfg
+        self.horizon = m.action_horizon
+        self.action_dim = m.action_dim
+        self.num_steps = m.num_inference_timesteps
+        self.image_size = model.vision_config.image_size
+        self.seq_len = cfg.tokenizer_cfg.max_sequence_length
+        self.tokens_per_frame = (model.vision_config.image_size // model.vision_config.patch_size) ** 2
+        self.has_game_token = model.game_embedding is not None
+        self.num_games = model.game_embedding.num_embeddings if model.game_embedding is not None else 0
+        self.game_names = dict(game_names or {})
+        self.default_context_length = cfg.modality_cfg.frame_per_sample
+        self._check_geometry()
+        self._steps = model.step_constants(self.num_steps, m.num_timestep_buckets)
+        self._rng = torch.Generator("cpu")
+        self._rng.seed()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="nitrogen-inference", daemon=True)
+        self._worker.start()
+        if self.options.warmup:
+            self._warmup()
+
+    # ---- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path_or_demo: str | Path, device: str | torch.device | None = None,
+                        options: EngineOptions | None = None, old_layout: bool | None = None) -> InferenceEngine:
+        """``"demo"`` builds the tiny in-memory model; anything else is a checkpoint path."""
+        if str(path_or_demo) == "demo":
+            from .demo import build_demo_model
+
+            return cls(build_demo_model(), ckpt_path="demo", device=device, options=options,
+                       old_layout=old_layout)
+        from .weights import ensure_checkpoint
+
+        path = ensure_checkpoint(path_or_demo)
+        loaded = ckpt_io.read_checkpoint(path)
+        model = ckpt_io.build_model(loaded)
+        return cls(model, ckpt_path=str(path), device=device, options=options, old_layout=old_layout,
+                   game_names=loaded.game_names)
+
+    def _check_geometry(self) -> None:
+        m = self.config.model_cfg
+        mixer_max = m.vl_self_attention_cfg.max_num_positional_embeddings
+        dit_max = m.diffusion_model_cfg.max_num_positional_embeddings
+        if self.tokens_per_frame != self.config.tokenizer_cfg.num_visual_tokens_per_frame:
+            raise CheckpointError(
+                f"vision tower makes {self.tokens_per_frame} tokens per frame but the tokenizer expects "
+                f"{self.config.tokenizer_cfg.num_visual_tokens_per_frame}")
+        if self.seq_len > mixer_max:
+            raise CheckpointError(f"max_sequence_length {self.seq_len} exceeds the mixer's positional "
+                                  f"table ({mixer_max})")
+        if self.horizon > dit_max:
+            raise CheckpointError(f"action_horizon {self.horizon} exceeds the DiT's positional table ({dit_max})")
+        self.max_context_length = (self.seq_len - int(self.has_game_token)) // self.tokens_per_frame
+        if self.max_context_length < 1:
+            raise CheckpointError(f"max_sequence_length {self.seq_len} cannot hold one frame "
+                                  f"({self.tokens_per_frame} tokens)")
+
+    def new_session(self, context_length: int | None = None, cfg_scale: float = 1.0,
+                    game: str | int | None = None):
+        """A per-client session sharing these weights (cheap: it owns only its frame buffer)."""
+        from .session import InferenceSession
+
+        return InferenceSession(self, context_length=context_length, cfg_scale=cfg_scale, game=game)
+
+    # ---- jobs ------------------------------------------------------------------------------------------
+    def make_noise(self, seed: int | None = None, noise: Any = None) -> torch.Tensor:
+        """x(0): explicit, from ``seed`` exactly as the original test harness draws it, or random."""
+        shape = (self.horizon, self.action_dim)
+        if noise is not None:
+            t = torch.as_tensor(np.asarray(noise, dtype=np.float32))
+            if t.shape == (1, *shape):
+                t = t[0]
+            if tuple(t.shape) != shape:
+                raise ValueError(f"noise has shape {tuple(t.shape)}; expected {shape} (horizon, action_dim)")
+            if not torch.isfinite(t).all():
+                raise ValueError("noise contains NaN or infinite values")
+            return t.contiguous()
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed must be an integer; got {type(seed).__name__}")
+            if not -(2**63) <= int(seed) < 2**64:
+                raise ValueError(f"seed {seed} is out of range [-2**63, 2**64)")
+            gen = torch.Generator("cpu").manual_seed(int(seed))
+            return torch.randn((1, *shape), generator=gen, dtype=torch.float32)[0]
+        return torch.randn(shape, generator=self._rng, dtype=torch.float32)
+
+    def submit(self, job: Job) -> Future:
+        if self._closed:
+            raise RuntimeError("inference engine is closed")
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Finish queued jobs, then stop the worker."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._worker.join(timeout=30)
+
+    # ---- the worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            deadline = time.perf_counter() + self.options.max_wait_ms / 1000
+            while len(batch) < self.options.max_batch:
+                timeout = deadline - time.perf_counter()
+                try:
+                    job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._run_safely(batch)
+            if stop:
+                return
+
+    def _run_safely(self, batch: list[Job]) -> None:
+        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = self.run_batch(live)
+        except Exception as exc:  # OOM and friends become per-request errors, never a dead worker
+            logger.exception("inference failed for a batch of %d", len(live))
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            for job in live:
+                job.future.set_exception(RuntimeError(f"inference failed: {exc}"))
+            return
+        for job, result in zip(live, results):
+            job.future.set_result(result)
+
+    # ---- the computation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run_batch(self, jobs: list[Job]) -> list[dict[str, np.ndarray]]:
+        """One batched predict: vision + mixer + K/V once, then the Euler loop over all rows."""
+        self._encode_missing_frames(jobs)
+        rows, row_job, uncond_rows = self._conditioning_rows(jobs)
+        kv = self.model.condition(torch.stack(rows))
+        x = torch.stack([j.noise for j in jobs]).to(self.device)            # float32 integration state
+        row_index = torch.tensor(row_job, device=self.device)
+        guided = [(i, r, jobs[i].cfg_scale) for i, r in uncond_rows.items()]
+        dt = 1.0 / self.num_steps
+        for step in self._steps:
+            v_rows = self.model.velocity(x[row_index].to(self.dtype), step, kv).float()
+            v = v_rows[: len(jobs)].clone()
+            for i, r, s in guided:
+                v[i] = v_rows[i] + s * (v_rows[i] - v_rows[r])
+            x = x + dt * v
+        actions = x.cpu().numpy()
+        return [decode_actions(a, self.old_layout) | {"action_tensor": a} for a in actions]
+
+    def _encode_missing_frames(self, jobs: list[Job]) -> None:
+        todo = {id(f): f for j in jobs for f in j.frames if f.features is None}
+        if not todo:
+            return
+        frames = list(todo.values())
+        pix = torch.from_numpy(np.stack([pixel_values(f.rgb, self.image_size) for f in frames]))
+        feats = self.model.encode_frames(pix.to(self.device, self.dtype))
+        for f, feat in zip(frames, feats):
+            f.features = feat
+
+    def _vl_row(self, frames: list[Frame], game_id: int | None) -> torch.Tensor:
+        """[pad ...] [game] [256 tokens per frame]: pad slots stay zero and are never masked."""
+        m = self.model
+        vl = torch.zeros(self.seq_len, m.cfg.model_cfg.vision_hidden_size, device=self.device, dtype=self.dtype)
+        n = len(frames) * self.tokens_per_frame
+        if n:
+            vl[self.seq_len - n:] = torch.cat([f.features for f in frames])
+        if self.has_game_token and game_id is not None:
+            vl[self.seq_len - n - 1] = m.game_embedding.weight[game_id]
+        return vl
+
+    def _conditioning_rows(self, jobs: list[Job]) -> tuple[list[torch.Tensor], list[int], dict[int, int]]:
+        """Row i < len(jobs) is job i's conditional input; guided jobs add an unconditional row.
+
+        Guidance follows the original: neither input carries the game id, and the unconditional one
+        keeps only the newest frame.
+        """
+        rows, row_job, uncond = [], [], {}
+        for i, job in enumerate(jobs):
+            guided = job.cfg_scale != 1.0
+            rows.append(self._vl_row(job.frames, None if guided else job.game_id))
+            row_job.append(i)
+        for i, job in enumerate(jobs):
+            if job.cfg_scale != 1.0:
+                uncond[i] = len(rows)
+                rows.append(self._vl_row(job.frames[-1:], None))
+                row_job.append(i)
+        return rows, row_job, uncond
+
+    def _warmup(self) -> None:
+        frame = Frame(np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8))
+        job = Job([frame], self.make_noise(seed=0), 1.0, GAME_NONE)
+        self.submit(job).result()

@@ -1,0 +1,134 @@
+"""A per-client inference session: frame history, cfg scale and game over a shared engine."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .actions import BUTTON_NAMES
+from .engine import GAME_NONE, EngineOptions, Frame, InferenceEngine, Job
+from .preprocess import to_rgb_array
+
+
+class InferenceSession:
+    """One client's state. Cheap to create: the weights live in the shared :class:`InferenceEngine`."""
+
+    def __init__(self, engine: InferenceEngine, context_length: int | None = None, cfg_scale: float = 1.0,
+                 game: str | int | None = None) -> None:
+        self.engine = engine
+        ctx = engine.default_context_length if context_length is None else context_length
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or not 1 <= ctx <= engine.max_context_length:
+            raise ValueError(f"context_length must be an integer in [1, {engine.max_context_length}] "
+                             f"(max_sequence_length {engine.seq_len} / {engine.tokens_per_frame} tokens "
+                             f"per frame); got {context_length!r}")
+        try:
+            scale = float(cfg_scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"cfg_scale must be a number; got {cfg_scale!r}") from None
+        if not math.isfinite(scale):
+            raise ValueError(f"cfg_scale must be finite; got {cfg_scale!r}")
+        self.context_length = ctx
+        self.cfg_scale = scale
+        self.game_id, self.selected_game = self._resolve_game(game)
+        self._frames: deque[Frame] = deque(maxlen=ctx)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path_or_demo: str | Path = "models/ng.pt", device: str | None = None,
+                        context_length: int | None = None, cfg_scale: float = 1.0,
+                        game: str | int | None = None, options: EngineOptions | None = None,
+                        old_layout: bool | None = None) -> InferenceSession:
+        """Load a checkpoint (or ``"demo"``) into a private engine and open one session on it."""
+        engine = InferenceEngine.from_checkpoint(path_or_demo, device=device, options=options,
+                                                 old_layout=old_layout)
+        return cls(engine, context_length=context_length, cfg_scale=cfg_scale, game=game)
+
+    def _resolve_game(self, game: str | int | None) -> tuple[int, str | None]:
+        if game is None:
+            return GAME_NONE, None
+        engine = self.engine
+        if not engine.has_game_token:
+            raise ValueError(f"game {game!r} requested, but this checkpoint has no game conditioning "
+                             "(no game mapping); leave the game unset")
+        names = engine.game_names
+        if isinstance(game, str) and game in names:
+            return names[game], game
+        if isinstance(game, str) and game.strip().isdigit():
+            game = int(game)
+        if isinstance(game, int) and not isinstance(game, bool) and 0 <= game < engine.num_games:
+            by_id = {v: k for k, v in names.items()}
+            return game, by_id.get(game, str(game))
+        known = ", ".join(f"{n} ({i})" for n, i in sorted(names.items(), key=lambda kv: kv[1]))
+        raise ValueError(f"unknown game {game!r}; known games: {known or 'none by name'}; "
+                         f"ids 0..{engine.num_games - 1} (0 = unconditional)")
+
+    # ---- the API ---------------------------------------------------------------------------------------
+    def _enqueue(self, image: Any, seed: int | None, noise: Any) -> Future:
+        """The frame joins the history now (validated first), so call order is buffer order."""
+        rgb = to_rgb_array(image)
+        x0 = self.engine.make_noise(seed=seed, noise=noise)
+        with self._lock:
+            self._frames.append(Frame(rgb))
+            job = Job(list(self._frames), x0, self.cfg_scale, self.game_id)
+        return self.engine.submit(job)
+
+    def submit(self, image: Any, seed: int | None = None, noise: Any = None) -> Future:
+        """Queue a predict; the future resolves to the same dict :meth:`predict` returns."""
+        return _strip_raw(self._enqueue(image, seed, noise))
+
+    def predict(self, image: Any, seed: int | None = None, noise: Any = None) -> dict[str, np.ndarray]:
+        """Blocking predict: ``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}`` float32."""
+        return self.submit(image, seed=seed, noise=noise).result()
+
+    def predict_raw(self, image: Any, seed: int | None = None, noise: Any = None) -> np.ndarray:
+        """x(1) before decoding, (horizon, action_dim): for parity checks against the original."""
+        return self._enqueue(image, seed, noise).result()["action_tensor"]
+
+    def reset(self) -> None:
+        """Forget the frame history (a new episode)."""
+        with self._lock:
+            self._frames.clear()
+
+    def info(self) -> dict[str, Any]:
+        e = self.engine
+        return {
+            "ckpt_path": e.ckpt_path,
+            "selected_game": self.selected_game,
+            "old_layout": e.old_layout,
+            "cfg_scale": self.cfg_scale,
+            "context_length": self.context_length,
+            "action_interleaving": e.config.modality_cfg.action_interleaving,
+            "is_flowmatching": True,
+            "action_downsample_ratio": 1,
+            "action_horizon": e.horizon,
+            "action_dim": e.action_dim,
+            "buttons": list(BUTTON_NAMES),
+            "device": str(e.device),
+            "dtype": str(e.dtype).removeprefix("torch."),
+            "num_inference_timesteps": e.num_steps,
+            "image_size": e.image_size,
+        }
+
+
+def _strip_raw(inner: Future) -> Future:
+    """The public result holds only the decoded pad state."""
+    outer: Future = Future()
+
+    def done(f: Future) -> None:
+        if f.cancelled():
+            outer.cancel()
+        elif f.exception() is not None:
+            outer.set_exception(f.exception())
+        else:
+            outer.set_result({k: v for k, v in f.result().items() if k != "action_tensor"})
+
+    outer.set_running_or_notify_cancel()
+    inner.add_done_callback(done)
+    return outer
+

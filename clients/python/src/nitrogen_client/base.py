@@ -1,0 +1,86 @@
+"""What both clients share: the interface, the prediction type and reply validation."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import ProtocolError, ServerError
+
+# Index -> name of the 21 button outputs, as the model emits them (server info()["buttons"] agrees).
+BUTTON_NAMES: tuple[str, ...] = (
+    "BACK", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT", "DPAD_UP", "EAST", "GUIDE", "LEFT_SHOULDER",
+    "LEFT_THUMB", "LEFT_TRIGGER", "NORTH", "RIGHT_BOTTOM", "RIGHT_LEFT", "RIGHT_RIGHT", "RIGHT_SHOULDER",
+    "RIGHT_THUMB", "RIGHT_TRIGGER", "RIGHT_UP", "SOUTH", "START", "WEST",
+)
+
+Prediction = dict[str, np.ndarray]
+"""``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}``, all float32."""
+
+_WIDTHS = {"j_left": 2, "j_right": 2, "buttons": len(BUTTON_NAMES)}
+
+
+def parse_prediction(pred: Any) -> Prediction:
+    """Normalise a reply's ``pred`` (arrays or nested lists) to float32 arrays with checked shapes.
+
+    Both ports must hand the caller the same thing, and a malformed reply should fail here, named,
+    rather than deep inside the player.
+    """
+    if not isinstance(pred, Mapping):
+        raise ProtocolError(f"reply 'pred' must be a mapping, got {type(pred).__name__}")
+    out: Prediction = {}
+    horizon: int | None = None
+    for key, width in _WIDTHS.items():
+        if key not in pred:
+            raise ProtocolError(f"reply 'pred' lacks {key!r}; expected keys {sorted(_WIDTHS)}")
+        try:
+            arr = np.asarray(pred[key], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"reply 'pred'[{key!r}] is not numeric: {exc}") from exc
+        if arr.ndim != 2 or arr.shape[1] != width:
+            raise ProtocolError(f"reply 'pred'[{key!r}] has shape {arr.shape}, expected (H, {width})")
+        if horizon is not None and arr.shape[0] != horizon:
+            raise ProtocolError(f"reply 'pred'[{key!r}] has {arr.shape[0]} steps, others have {horizon}")
+        horizon = arr.shape[0]
+        out[key] = arr
+    return out
+
+
+def check_reply(reply: Any, request_type: str) -> dict[str, Any]:
+    """Raise ServerError with the server's message for an error reply; return the reply otherwise."""
+    if not isinstance(reply, dict) or "status" not in reply:
+        raise ProtocolError(f"reply to {request_type!r} is not a dict with 'status': {str(reply)[:200]!r}")
+    if reply["status"] != "ok":
+        raise ServerError(str(reply.get("message", "unknown error (no message in reply)")), request_type)
+    return reply
+
+
+class PolicyClient(ABC):
+    """One interface over both ports, so the player does not care which one it talks to."""
+
+    @abstractmethod
+    def predict(self, image: Any, seed: int | None = None) -> Prediction:
+        """Send one RGB frame (H x W x 3 uint8 array or PIL image); get the next action chunk."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Clear this client's frame history on the server."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Session and model facts (``action_downsample_ratio``, ``action_horizon``, ``buttons`` ...)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""
+
+    def __enter__(self) -> "PolicyClient":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

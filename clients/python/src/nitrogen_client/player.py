@@ -1,0 +1,192 @@
+"""The play loop: capture -> 256x256 -> predict -> play each action for ``repeat`` frames -> again.
+
+Backends come in through the Capture and Pad interfaces, so the loop itself runs (and is tested) on any
+OS. When the server goes away the pad is released and the player keeps reconnecting until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .base import BUTTON_NAMES, PolicyClient
+from .capture import Capture
+from .errors import ProtocolError, ServerError, TransportError
+from .gamepad import MENU_BUTTONS, Pad, PadState, pad_states
+from .images import MODEL_SIZE, resize_square
+from .recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlayerOptions:
+    """How the player paces and guards the pad; defaults are the original player's behaviour."""
+
+    fps: float = 60.0  # pad frames per second; each predicted action lasts `repeat` of them
+    allow_menu: bool = False  # let the model press START / BACK / GUIDE
+    frame_size: int = MODEL_SIZE
+    seed: int | None = None  # prediction i uses seed + i: a run that can be replayed exactly
+    reconnect_delay_s: float = 1.0  # first wait between reconnect attempts, doubling up to the max
+    reconnect_max_delay_s: float = 10.0
+    give_up_after_s: float | None = None  # None: keep trying to reconnect forever
+    max_server_errors: int = 5  # consecutive error replies tolerated before giving up
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.frame_size <= 0:
+            raise ValueError(f"frame_size must be > 0, got {self.frame_size}")
+
+
+@dataclass
+class PlayerStats:
+    predictions: int = 0
+    pad_frames: int = 0
+    reconnects: int = 0
+    menu_presses_blocked: int = 0
+
+
+class FramePacer:
+    """Sleeps so that successive ``wait`` calls are 1/fps apart; after a stall it restarts the
+    schedule instead of bursting frames to catch up."""
+
+    def __init__(self, fps: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.period = 1.0 / fps
+        self._sleep = sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        now = time.perf_counter()
+        if self._next is None or now - self._next > self.period:
+            self._next = now
+        self._next += self.period
+        delay = self._next - now
+        if delay > 0:
+            self._sleep(delay)
+
+
+class Player:
+    """Drives ``pad`` from ``client`` predictions on ``capture`` frames. ``run`` blocks; ``stop`` ends it
+    from another thread. The pad is reset whenever the loop ends, Ctrl+C included."""
+
+    def __init__(
+        self,
+        client: PolicyClient,
+        capture: Capture,
+        pad: Pad,
+        options: PlayerOptions | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.client = client
+        self.capture = capture
+        self.pad = pad
+        self.options = options or PlayerOptions()
+        self.recorder = recorder
+        self.stats = PlayerStats()
+        self.repeat = 1
+        self.info: dict | None = None
+        self._stop = threading.Event()
+        self._pacer = FramePacer(self.options.fps, sleep=self._sleep)
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current pad frame."""
+        self._stop.set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # returns early on stop()
+
+    def run(self, max_predictions: int | None = None) -> PlayerStats:
+        """Play until stop(), Ctrl+C, a fatal error, or ``max_predictions`` predictions."""
+        server_errors = 0
+        try:
+            self._connect()
+            while not self._stop.is_set():
+                if max_predictions is not None and self.stats.predictions >= max_predictions:
+                    break
+                try:
+                    self._predict_and_play()
+                    server_errors = 0
+                except TransportError as exc:
+                    log.warning("lost the server (%s); pad released, reconnecting", exc)
+                    self.pad.reset()
+                    self.stats.reconnects += 1
+                    self._connect()
+                except ServerError as exc:
+                    server_errors += 1
+                    self.pad.reset()
+                    if server_errors >= self.options.max_server_errors:
+                        raise
+                    log.error("server error %d/%d: %s", server_errors, self.options.max_server_errors, exc.message)
+                    self._sleep(self.options.reconnect_delay_s)
+        finally:
+            try:
+                self.pad.reset()
+            finally:
+                log.info(
+                    "player stopped: %d predictions, %d pad frames, %d reconnects",
+                    self.stats.predictions, self.stats.pad_frames, self.stats.reconnects,
+                )
+        return self.stats
+
+    def _connect(self) -> None:
+        """reset + info until the server answers; learn ``repeat`` from action_downsample_ratio."""
+        delay = self.options.reconnect_delay_s
+        started = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.client.reset()
+                info = self.client.info()
+            except TransportError as exc:
+                waited = time.monotonic() - started
+                if self.options.give_up_after_s is not None and waited >= self.options.give_up_after_s:
+                    raise
+                log.warning("server not reachable (%s); retrying in %.1f s", exc, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self.options.reconnect_max_delay_s)
+                continue
+            repeat = info.get("action_downsample_ratio")
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ProtocolError(f"server info has action_downsample_ratio={repeat!r}; expected an int >= 1")
+            self.repeat, self.info = repeat, info
+            if self.recorder is not None:
+                self.recorder.record_info(info)
+            log.info(
+                "connected: checkpoint %s, horizon %s, each action held %d frames at %g fps",
+                info.get("ckpt_path"), info.get("action_horizon"), repeat, self.options.fps,
+            )
+            return
+
+    def _predict_and_play(self) -> None:
+        frame = resize_square(self.capture.latest(), self.options.frame_size)
+        step = self.stats.predictions
+        seed = None if self.options.seed is None else self.options.seed + step
+        pred = self.client.predict(frame, seed=seed)
+        states = pad_states(pred, allow_menu=self.options.allow_menu)
+        if not self.options.allow_menu:
+            self._count_blocked(pred["buttons"])
+        self.stats.predictions += 1
+        if self.recorder is not None:
+            self.recorder.record(step, frame, pred, states, self.repeat)
+        self._play(states)
+
+    def _count_blocked(self, buttons: np.ndarray) -> None:
+        idx = [BUTTON_NAMES.index(b) for b in sorted(MENU_BUTTONS)]
+        blocked = int((buttons[:, idx] > 0.5).sum())
+        if blocked:
+            self.stats.menu_presses_blocked += blocked
+            log.debug("suppressed %d START/BACK/GUIDE presses (use --allow-menu to allow them)", blocked)
+
+    def _play(self, states: list[PadState]) -> None:
+        for state in states:
+            for _ in range(self.repeat):
+                if self._stop.is_set():
+                    return
+                self.pad.apply(state)
+                self.stats.pad_frames += 1
+                self._pacer.wait()

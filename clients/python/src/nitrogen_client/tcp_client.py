@@ -1,0 +1,166 @@
+"""Port 5556 client: one JSON header line + a binary payload per request, one JSON line per reply.
+
+The socket is opened lazily and dropped on any timeout or I/O error: a half-read reply would
+desynchronise every later one, so the next call simply starts a fresh connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from typing import Any, Literal
+
+from .base import PolicyClient, Prediction, check_reply, parse_prediction
+from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
+from .images import encode_png, to_rgb_array
+
+log = logging.getLogger(__name__)
+
+Encoding = Literal["png", "raw"]
+ResizeMode = Literal["pad", "crop", "stretch"]
+
+
+class TcpClient(PolicyClient):
+    """Client for the newline-JSON port with the same interface and return types as ModelClient.
+
+    ``encoding``: ``"png"`` (lossless, smaller) or ``"raw"`` (RGB bytes with ``width``/``height``,
+    no encoding cost). ``resize_mode``: how the server squares a non-square frame (None: its default).
+    ``last_repeat`` holds the ``repeat`` (action_downsample_ratio) of the last predict reply.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 5556,
+        *,
+        timeout_s: float = 30.0,
+        encoding: Encoding = "png",
+        resize_mode: ResizeMode | None = None,
+        max_reply_bytes: int = 16 << 20,
+    ) -> None:
+        if encoding not in ("png", "raw"):
+            raise ValueError(f"encoding must be 'png' or 'raw', got {encoding!r}")
+        if resize_mode not in (None, "pad", "crop", "stretch"):
+            raise ValueError(f"resize_mode must be None, 'pad', 'crop' or 'stretch', got {resize_mode!r}")
+        self.host = host
+        self.port = int(port)
+        self.timeout_s = float(timeout_s)
+        self.encoding = encoding
+        self.resize_mode = resize_mode
+        self.max_reply_bytes = int(max_reply_bytes)
+        self.last_repeat: int | None = None
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+        self._closed = False
+        log.info("model client for %s:%d (tcp, %s)", host, self.port, encoding)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            except socket.timeout:
+                raise ServerTimeout(f"connecting to {self.address} timed out after {self.timeout_s:g} s") from None
+            except OSError as exc:
+                raise TransportError(f"cannot connect to {self.address}: {exc}") from exc
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+            self._buffer.clear()
+        self._sock.settimeout(self.timeout_s)
+        return self._sock
+
+    def _drop(self) -> None:
+        """Forget the connection (and any partial reply) so the next call reconnects cleanly."""
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._buffer.clear()
+
+    def _read_line(self, sock: socket.socket) -> bytes:
+        """Read up to the next newline, over as many recv calls as it takes; keep what follows."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) > self.max_reply_bytes:
+                raise ProtocolError(f"reply from {self.address} exceeds {self.max_reply_bytes} bytes without a newline")
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise TransportError(f"{self.address} closed the connection before a full reply line")
+            self._buffer += chunk
+
+    def request(self, header: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
+        """Send a header (+ payload), return the parsed reply; error replies raise ServerError."""
+        if self._closed:
+            raise ClientError(f"client for {self.address} is closed")
+        request_type = str(header.get("type"))
+        sock = self._connect()
+        data = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        try:
+            sock.sendall(data + payload)  # one write: header and payload leave together
+            line = self._read_line(sock)
+        except socket.timeout:
+            self._drop()
+            raise ServerTimeout(
+                f"no reply to {request_type!r} from {self.address} within {self.timeout_s:g} s "
+                "(is nitrogen-server running there?)"
+            ) from None
+        except (TransportError, ProtocolError):
+            self._drop()
+            raise
+        except OSError as exc:
+            self._drop()
+            raise TransportError(f"{request_type!r} to {self.address} failed: {exc}") from exc
+        try:
+            reply = json.loads(line)
+        except ValueError as exc:
+            self._drop()
+            raise ProtocolError(f"reply from {self.address} is not JSON: {line[:200]!r}") from exc
+        return check_reply(reply, request_type)
+
+    def predict(self, image: Any, seed: int | None = None) -> Prediction:
+        """Predict from an RGB frame (any size; the server squares it per ``resize_mode``)."""
+        arr = to_rgb_array(image)
+        header: dict[str, Any] = {"type": "predict"}
+        if self.encoding == "png":
+            payload = encode_png(arr)
+        else:
+            payload = arr.tobytes()  # C order: rows of RGB triples, as the protocol wants
+            header.update(width=int(arr.shape[1]), height=int(arr.shape[0]))
+        header["len"] = len(payload)
+        if seed is not None:
+            header["seed"] = int(seed)
+        if self.resize_mode is not None:
+            header["resize_mode"] = self.resize_mode
+        reply = self.request(header, payload)
+        if "pred" not in reply:
+            raise ProtocolError(f"predict reply lacks 'pred': keys {sorted(reply)}")
+        repeat = reply.get("repeat")
+        self.last_repeat = int(repeat) if isinstance(repeat, (int, float)) else None
+        return parse_prediction(reply["pred"])
+
+    def reset(self) -> None:
+        """Clear this connection's frame buffer on the server."""
+        self.request({"type": "reset"})
+
+    def info(self) -> dict[str, Any]:
+        """Session info as the server reports it."""
+        reply = self.request({"type": "info"})
+        if not isinstance(reply.get("info"), dict):
+            raise ProtocolError(f"info reply lacks an 'info' dict: keys {sorted(reply)}")
+        return reply["info"]
+
+    def close(self) -> None:
+        """Close the connection; later calls raise ClientError."""
+        if not self._closed:
+            self._closed = True
+            self._drop()

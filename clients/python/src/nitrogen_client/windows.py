@@ -1,0 +1,197 @@
+"""Find a game's window by process name through Win32 (ctypes only, no pywin32).
+
+Everything Win32 is looked up when called, so this module imports on any OS; the name matching and
+the "did you mean" list are plain functions tested everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class WindowNotFoundError(LookupError):
+    """No visible window for the requested process; the message lists similar running processes."""
+
+
+@dataclass(frozen=True)
+class Rect:
+    """Screen rectangle, right/bottom exclusive (the convention dxcam's region uses)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+
+@dataclass(frozen=True)
+class GameWindow:
+    hwnd: int
+    pid: int
+    process: str
+    title: str
+
+
+def similar_names(wanted: str, names: list[str], limit: int = 8) -> list[str]:
+    """Running process names that look like ``wanted`` (case-insensitive), best first, unique."""
+    key = wanted.lower().removesuffix(".exe")
+    by_lower: dict[str, str] = {}
+    for n in names:
+        by_lower.setdefault(n.lower(), n)
+    stems = {low.removesuffix(".exe"): low for low in by_lower}
+    hits = [stems[s] for s in difflib.get_close_matches(key, list(stems), n=limit, cutoff=0.6)]
+    hits += sorted(low for s, low in stems.items() if key and (key in s or s in key) and len(s) > 2)
+    seen: list[str] = []
+    for low in hits:
+        if low not in seen:
+            seen.append(low)
+    return [by_lower[low] for low in seen[:limit]]
+
+
+def not_found_message(wanted: str, names: list[str]) -> str:
+    """The error text for a missing process: what was asked, and what is running that resembles it."""
+    close = similar_names(wanted, names)
+    hint = f" Similar running processes: {', '.join(close)}." if close else " No running process has a similar name."
+    return f"no running process named {wanted!r} (case-insensitive) has a visible window.{hint}"
+
+
+def _require_windows() -> None:
+    if sys.platform != "win32":
+        raise OSError(f"finding a game window needs Windows (Win32); this is {sys.platform}")
+
+
+def make_dpi_aware() -> None:
+    """Ask for physical-pixel coordinates, so window rectangles match what the screen grabber sees."""
+    _require_windows()
+    import ctypes
+
+    try:
+        ctypes.windll.user32.SetProcessDpiAwarenessContext(ctypes.c_void_p(-4))  # per-monitor v2
+    except (AttributeError, OSError):
+        try:
+            ctypes.windll.shcore.SetProcessDpiAwareness(2)
+        except (AttributeError, OSError):
+            ctypes.windll.user32.SetProcessDPIAware()
+
+
+def list_processes() -> dict[int, str]:
+    """pid -> executable name of every running process (Toolhelp snapshot)."""
+    _require_windows()
+    import ctypes
+    from ctypes import wintypes
+
+    class PROCESSENTRY32W(ctypes.Structure):
+        _fields_ = [
+            ("dwSize", wintypes.DWORD), ("cntUsage", wintypes.DWORD), ("th32ProcessID", wintypes.DWORD),
+            ("th32DefaultHeapID", ctypes.c_size_t), ("th32ModuleID", wintypes.DWORD),
+            ("cntThreads", wintypes.DWORD), ("th32ParentProcessID", wintypes.DWORD),
+            ("pcPriClassBase", ctypes.c_long), ("dwFlags", wintypes.DWORD),
+            ("szExeFile", wintypes.WCHAR * 260),
+        ]
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.CreateToolhelp32Snapshot.restype = wintypes.HANDLE
+    snapshot = kernel32.CreateToolhelp32Snapshot(0x00000002, 0)  # TH32CS_SNAPPROCESS
+    if snapshot in (None, wintypes.HANDLE(-1).value):
+        raise ctypes.WinError(ctypes.get_last_error())
+    result: dict[int, str] = {}
+    try:
+        entry = PROCESSENTRY32W()
+        entry.dwSize = ctypes.sizeof(PROCESSENTRY32W)
+        ok = kernel32.Process32FirstW(snapshot, ctypes.byref(entry))
+        while ok:
+            result[int(entry.th32ProcessID)] = entry.szExeFile
+            ok = kernel32.Process32NextW(snapshot, ctypes.byref(entry))
+    finally:
+        kernel32.CloseHandle(snapshot)
+    return result
+
+
+def client_rect(hwnd: int) -> Rect:
+    """The window's client area (no borders or title bar) in screen coordinates."""
+    _require_windows()
+    import ctypes
+    from ctypes import wintypes
+
+    user32 = ctypes.windll.user32
+    rect = wintypes.RECT()
+    if not user32.GetClientRect(wintypes.HWND(hwnd), ctypes.byref(rect)):
+        raise OSError(f"GetClientRect failed for window {hwnd:#x} (was the game closed?)")
+    origin = wintypes.POINT(0, 0)
+    user32.ClientToScreen(wintypes.HWND(hwnd), ctypes.byref(origin))
+    return Rect(origin.x, origin.y, origin.x + rect.right, origin.y + rect.bottom)
+
+
+def monitor_rect(hwnd: int) -> Rect:
+    """The rectangle of the monitor showing most of the window (dxcam regions are monitor-relative)."""
+    _require_windows()
+    import ctypes
+    from ctypes import wintypes
+
+    class MONITORINFO(ctypes.Structure):
+        _fields_ = [("cbSize", wintypes.DWORD), ("rcMonitor", wintypes.RECT),
+                    ("rcWork", wintypes.RECT), ("dwFlags", wintypes.DWORD)]
+
+    user32 = ctypes.windll.user32
+    user32.MonitorFromWindow.restype = wintypes.HANDLE
+    monitor = user32.MonitorFromWindow(wintypes.HWND(hwnd), 2)  # MONITOR_DEFAULTTONEAREST
+    info = MONITORINFO()
+    info.cbSize = ctypes.sizeof(MONITORINFO)
+    if not user32.GetMonitorInfoW(wintypes.HANDLE(monitor), ctypes.byref(info)):
+        raise OSError(f"GetMonitorInfoW failed for window {hwnd:#x}")
+    r = info.rcMonitor
+    return Rect(r.left, r.top, r.right, r.bottom)
+
+
+def find_window(process: str) -> GameWindow:
+    """The game's main window: the largest visible, titled top-level window of a process so named."""
+    _require_windows()
+    import ctypes
+    from ctypes import wintypes
+
+    procs = list_processes()
+    wanted = process.lower()
+    pids = {pid for pid, name in procs.items() if name.lower() == wanted}
+    if not pids:
+        raise WindowNotFoundError(not_found_message(process, sorted(set(procs.values()))))
+
+    user32 = ctypes.windll.user32
+    found: list[tuple[int, GameWindow]] = []
+
+    @ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
+    def visit(hwnd: int, _lparam: int) -> bool:
+        pid = wintypes.DWORD()
+        user32.GetWindowThreadProcessId(hwnd, ctypes.byref(pid))
+        if pid.value in pids and user32.IsWindowVisible(hwnd):
+            length = user32.GetWindowTextLengthW(hwnd)
+            buf = ctypes.create_unicode_buffer(length + 1)
+            user32.GetWindowTextW(hwnd, buf, length + 1)
+            rect = wintypes.RECT()
+            user32.GetClientRect(hwnd, ctypes.byref(rect))
+            area = rect.right * rect.bottom
+            if buf.value and area > 0:
+                found.append((area, GameWindow(int(hwnd), int(pid.value), procs[pid.value], buf.value)))
+        return True
+
+    user32.EnumWindows(visit, 0)
+    if not found:
+        raise WindowNotFoundError(
+            f"process {process!r} is running (pid {', '.join(map(str, sorted(pids)))}) but has no visible "
+            "titled window yet; start the game's window, then run again"
+        )
+    found.sort(key=lambda item: item[0], reverse=True)
+    window = found[0][1]
+    log.info("found %r window %r (pid %d, hwnd %#x)", window.process, window.title, window.pid, window.hwnd)
+    return window

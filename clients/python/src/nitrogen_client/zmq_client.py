@@ -1,0 +1,162 @@
+"""Port 5555 client: ZeroMQ REQ + pickled dicts, with the original ``ModelClient`` API.
+
+A plain REQ socket that misses a reply is stuck (it refuses to send again, and a late reply would be
+taken for the next one); on a timeout this client throws that socket away and connects a fresh one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from typing import Any
+
+import numpy as np
+import zmq
+from PIL import Image
+
+from .base import PolicyClient, Prediction, check_reply, parse_prediction
+from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
+
+log = logging.getLogger(__name__)
+
+# What a server reply may name: numpy arrays, dtypes and scalars (both numpy 1 and 2 module paths).
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ReplyUnpickler(pickle.Unpickler):
+    """Unpickles only plain data and numpy arrays: a hostile 'server' cannot make us run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"reply names {module}.{name}, which a nitrogen reply never contains")
+
+
+def loads_reply(data: bytes) -> Any:
+    """Decode one reply message with the restricted unpickler."""
+    try:
+        return _ReplyUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:  # pickle raises a zoo of types on garbage
+        raise ProtocolError(f"reply is not a valid restricted pickle ({len(data)} bytes): {exc}") from exc
+
+
+class ModelClient(PolicyClient):
+    """Client for the ZeroMQ port; drop-in for the original ``nitrogen.inference_client.ModelClient``.
+
+    ``session``: an optional id sent with every request so that the server keeps this client's frame
+    history across socket replacements (the server's ``session`` field); None sends none, like the
+    original client.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 5555,
+        *,
+        timeout_ms: int = 30_000,
+        session: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = int(port)
+        self.endpoint = f"tcp://{host}:{self.port}"
+        self.session = session
+        self._timeout_ms = int(timeout_ms)
+        self._context = zmq.Context()
+        self._socket: zmq.Socket | None = None
+        self._closed = False
+        self._socket = self._new_socket()
+        log.info("model client for %s (zmq)", self.endpoint)
+
+    @property
+    def timeout_ms(self) -> int:
+        """Receive timeout in milliseconds; changing it applies to the next request."""
+        return self._timeout_ms
+
+    @timeout_ms.setter
+    def timeout_ms(self, value: int) -> None:
+        self._timeout_ms = int(value)
+        if self._socket is not None:
+            self._socket.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
+            self._socket.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
+
+    def _new_socket(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)  # never block close() on an unsent request
+        sock.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
+        sock.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
+        sock.connect(self.endpoint)
+        return sock
+
+    def _replace_socket(self) -> None:
+        """Drop the wedged REQ socket (and any late reply meant for it) and connect a new one."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._socket = self._new_socket()
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request dict, return the reply dict; error replies raise ServerError."""
+        if self._closed or self._socket is None:
+            raise ClientError(f"client for {self.endpoint} is closed")
+        if self.session is not None and "session" not in message:
+            message = {**message, "session": self.session}
+        request_type = str(message.get("type"))
+        try:
+            self._socket.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            raw = self._socket.recv()
+        except zmq.Again:
+            self._replace_socket()
+            raise ServerTimeout(
+                f"no reply to {request_type!r} from {self.endpoint} within {self._timeout_ms / 1000:g} s "
+                "(is nitrogen-server running there?)"
+            ) from None
+        except zmq.ZMQError as exc:
+            self._replace_socket()
+            raise TransportError(f"{request_type!r} to {self.endpoint} failed: {exc}") from exc
+        return check_reply(loads_reply(raw), request_type)
+
+    def predict(self, image: Any, seed: int | None = None) -> Prediction:
+        """Predict from an RGB frame; arrays go as they are (the server validates and says what is wrong)."""
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        message: dict[str, Any] = {"type": "predict", "image": image}
+        if seed is not None:
+            message["seed"] = int(seed)
+        reply = self.request(message)
+        if "pred" not in reply:
+            raise ProtocolError(f"predict reply lacks 'pred': keys {sorted(reply)}")
+        return parse_prediction(reply["pred"])
+
+    def reset(self) -> None:
+        """Clear the session's frame buffer."""
+        self.request({"type": "reset"})
+        log.debug("session reset")
+
+    def info(self) -> dict[str, Any]:
+        """Session info as the server reports it."""
+        reply = self.request({"type": "info"})
+        if not isinstance(reply.get("info"), dict):
+            raise ProtocolError(f"info reply lacks an 'info' dict: keys {sorted(reply)}")
+        return reply["info"]
+
+    def close(self) -> None:
+        """Close the socket and the context; later calls raise ClientError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._context.term()
+        log.info("model client for %s closed", self.endpoint)

@@ -8,6 +8,7 @@ equals the unbatched one up to float rounding.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -101,6 +102,7 @@ class InferenceEngine:
         self._steps = model.step_constants(self.num_steps, m.num_timestep_buckets)
         self._rng = torch.Generator("cpu")
         self._rng.seed()
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching really behaved
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="nitrogen-inference", daemon=True)
@@ -212,6 +214,7 @@ class InferenceEngine:
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not live:
             return
+        self.batch_sizes[len(live)] += 1
         try:
             results = self.run_batch(live)
         except Exception as exc:  # OOM and friends become per-request errors, never a dead worker

@@ -1,0 +1,155 @@
+"""Sessions: input validation, determinism, settings, demo model, weights acquisition."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nitrogen import BUTTON_NAMES, CheckpointError, EngineOptions, InferenceEngine, InferenceSession
+from nitrogen.preprocess import pixel_values
+
+
+@pytest.fixture(scope="module")
+def demo_engine():
+    engine = InferenceEngine.from_checkpoint("demo", device="cpu")
+    yield engine
+    engine.close()
+
+
+FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (np.zeros((64, 64, 3), np.float32), "dtype is float32; expected uint8"),
+    (np.zeros((64, 64), np.uint8), "rank 2"),
+    (np.zeros((64, 64, 4), np.uint8), "4 channels"),
+    (np.zeros((0, 64, 3), np.uint8), "empty"),
+    (np.zeros((9000, 2, 3), np.uint8), "too large"),
+    ("frame.png", "got str"),
+    (None, "got NoneType"),
+])
+def test_bad_frames_are_rejected_with_what_was_received(demo_engine, bad, expected):
+    session = demo_engine.new_session()
+    with pytest.raises(ValueError, match=expected):
+        session.predict(bad)
+    with pytest.raises(ValueError, match="expected|accepted|got|must|large|empty"):
+        session.submit(bad)
+
+
+def test_pil_images_of_any_size_and_mode(demo_engine):
+    session = demo_engine.new_session()
+    for img in [Image.fromarray(FRAME), Image.new("RGBA", (320, 200)), Image.new("L", (7, 900))]:
+        pred = session.predict(img, seed=3)
+        assert pred["j_left"].shape == (16, 2) and pred["buttons"].shape == (16, 21)
+    np.testing.assert_array_equal(pixel_values(Image.fromarray(FRAME), 256), pixel_values(FRAME, 256))
+
+
+def test_same_seed_same_actions_different_seed_different(demo_engine):
+    a, b = demo_engine.new_session(), demo_engine.new_session()
+    first = a.predict(FRAME, seed=7)
+    same = b.predict(FRAME, seed=7)
+    for key in first:
+        np.testing.assert_array_equal(first[key], same[key])
+    other = demo_engine.new_session().predict(FRAME, seed=8)
+    assert not np.array_equal(first["j_left"], other["j_left"])
+    unseeded = [demo_engine.new_session().predict(FRAME)["j_left"] for _ in range(2)]
+    assert not np.array_equal(*unseeded)
+
+
+def test_decoded_values_are_in_range(demo_engine):
+    pred = demo_engine.new_session().predict(FRAME, seed=1)
+    assert set(np.unique(pred["buttons"])) <= {0.0, 1.0}
+    for key in ("j_left", "j_right"):
+        assert pred[key].min() >= -1 and pred[key].max() <= 1
+
+
+def test_explicit_noise(demo_engine):
+    noise = np.random.default_rng(1).standard_normal((16, 25)).astype(np.float32)
+    s = demo_engine.new_session()
+    np.testing.assert_array_equal(s.predict(FRAME, noise=noise)["j_left"],
+                                  demo_engine.new_session().predict(FRAME, noise=noise[None])["j_left"])
+    with pytest.raises(ValueError, match=r"noise has shape \(3,\); expected \(16, 25\)"):
+        s.predict(FRAME, noise=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        s.predict(FRAME, seed="7")
+
+
+def test_session_settings_are_validated(demo_engine):
+    with pytest.raises(ValueError, match=r"context_length must be an integer in \[1, 1\]"):
+        demo_engine.new_session(context_length=2)
+    with pytest.raises(ValueError, match="cfg_scale must be finite"):
+        demo_engine.new_session(cfg_scale=float("nan"))
+    with pytest.raises(ValueError, match="no game conditioning"):
+        demo_engine.new_session(game="celeste")
+
+
+def test_info_has_the_original_keys_and_ours(demo_engine):
+    info = demo_engine.new_session(cfg_scale=1.5).info()
+    for key in ("ckpt_path", "selected_game", "old_layout", "cfg_scale", "context_length",
+                "action_interleaving", "is_flowmatching", "action_downsample_ratio",
+                "action_horizon", "action_dim", "buttons", "device", "dtype"):
+        assert key in info
+    assert info["ckpt_path"] == "demo" and info["cfg_scale"] == 1.5 and info["dtype"] == "float32"
+    assert info["buttons"] == list(BUTTON_NAMES) and len(BUTTON_NAMES) == 21
+    assert info["device"] == "cpu" and info["action_downsample_ratio"] == 1
+
+
+def test_demo_is_fast_and_identical_across_builds():
+    start = time.perf_counter()
+    one = InferenceSession.from_checkpoint("demo", device="cpu", options=EngineOptions(warmup=False))
+    assert time.perf_counter() - start < 5  # generous: "well under a second" is measured in the README
+    two = InferenceSession.from_checkpoint("demo", device="cpu", options=EngineOptions(warmup=False))
+    np.testing.assert_array_equal(one.predict_raw(FRAME, seed=5), two.predict_raw(FRAME, seed=5))
+    one.engine.close(), two.engine.close()
+
+
+def test_old_layout_reads_sticks_first(golden_dir, golden):
+    g = golden("tiny-a")
+    s = InferenceSession.from_checkpoint(golden_dir / "tiny-a.pt", device="cpu", old_layout=True,
+                                         options=EngineOptions(warmup=False))
+    pred = s.predict(g["image_0"], seed=100)
+    x = g["action_tensor_0"]
+    np.testing.assert_allclose(pred["j_left"], np.clip(x[:, 0:2] * 2 - 1, -1, 1), atol=1e-4)
+    np.testing.assert_array_equal(pred["buttons"], (x[:, 4:25] > 0.5).astype(np.float32))
+    assert s.info()["old_layout"] is True
+
+
+def test_missing_default_checkpoint_is_downloaded_then_loaded(golden_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir, **kwargs):  # the hub boundary only
+        calls.append((repo_id, filename))
+        dest = Path(local_dir) / filename
+        shutil.copy(golden_dir / "tiny-a.pt", dest)
+        return str(dest)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    target = tmp_path / "models" / "ng.pt"
+    session = InferenceSession.from_checkpoint(target, device="cpu", options=EngineOptions(warmup=False))
+    assert calls == [("nvidia/NitroGen", "ng.pt")] and target.is_file()
+    assert session.info()["ckpt_path"] == str(target)
+    InferenceSession.from_checkpoint(target, device="cpu", options=EngineOptions(warmup=False))
+    assert len(calls) == 1  # second start reuses the file
+
+
+def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def offline(**kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: offline())
+    target = tmp_path / "models" / "ng.pt"
+    with pytest.raises(CheckpointError) as err:
+        InferenceSession.from_checkpoint(target, device="cpu")
+    assert "ng.pt" in str(err.value) and str(target.resolve()) in str(err.value)
+    assert "network is unreachable" in str(err.value)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        InferenceSession.from_checkpoint(tmp_path / "other.pt", device="cpu")

@@ -1,0 +1,148 @@
+"""Assembles engine, service and both frontends on one event loop; graceful start and stop.
+
+`NitrogenServer` is what the CLI runs; `ServerThread` runs the same thing on a background thread
+(tests, notebooks, embedding in another program).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from .config import ServerSettings
+from .service import PolicyService
+from .tcp_frontend import TcpFrontend
+from .zmq_frontend import ZmqFrontend
+
+log = logging.getLogger("nitrogen_server")
+
+
+def load_engine(settings: ServerSettings) -> Any:
+    """The library's engine for the configured checkpoint (blocking: loads weights)."""
+    from nitrogen import EngineOptions, InferenceEngine
+
+    options = EngineOptions(max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    return InferenceEngine.from_checkpoint(
+        settings.checkpoint, device=settings.device, options=options, old_layout=settings.old_layout
+    )
+
+
+class NitrogenServer:
+    """Both ports over one PolicyService. Owns the engine only if it loaded it itself."""
+
+    def __init__(self, settings: ServerSettings, engine: Any = None) -> None:
+        self.settings = settings
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else load_engine(settings)
+        self.service: PolicyService | None = None
+        self.zmq: ZmqFrontend | None = None
+        self.tcp: TcpFrontend | None = None
+        self._expiry: asyncio.Task | None = None
+
+    @property
+    def zmq_port(self) -> int:
+        return self.zmq.port if self.zmq else self.settings.zmq_port
+
+    @property
+    def tcp_port(self) -> int:
+        return self.tcp.port if self.tcp else self.settings.tcp_port
+
+    async def start(self) -> None:
+        """Bind both ports and log one ready line per port."""
+        s = self.settings
+        self.service = PolicyService(self.engine, s)
+        log.info("model ready: %s", _describe_info(self.service.default_info))
+        self.tcp = TcpFrontend(self.service, s)
+        await self.tcp.start()
+        self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes)
+        self.zmq.start()
+        self._expiry = asyncio.get_running_loop().create_task(self.service.sessions.run_expiry())
+
+    async def stop(self) -> None:
+        """Stop accepting, answer what is in flight (up to the grace period), release everything."""
+        grace = self.settings.shutdown_grace_s
+        log.info("shutting down: no new requests; finishing those in flight (up to %.0f s)", grace)
+        if self.zmq:
+            await self.zmq.stop_accepting()
+        if self.tcp:
+            await self.tcp.stop_accepting()
+        await asyncio.gather(
+            *(f.finish(grace) for f in (self.tcp, self.zmq) if f is not None), return_exceptions=True
+        )
+        if self._expiry:
+            self._expiry.cancel()
+        if self.service:
+            self.service.close()
+        if self._owns_engine:
+            self.engine.close()
+        log.info("stopped")
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+def _describe_info(info: dict[str, Any]) -> str:
+    keys = ("ckpt_path", "device", "dtype", "action_horizon", "action_downsample_ratio", "context_length",
+            "cfg_scale")
+    return ", ".join(f"{k}={info[k]}" for k in keys if k in info)
+
+
+class ServerThread:
+    """Run a NitrogenServer on its own thread and loop: `with ServerThread(settings) as srv: srv.tcp_port`."""
+
+    def __init__(self, settings: ServerSettings, engine: Any = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nitrogen-server", daemon=True)
+        self.server: NitrogenServer | None = None
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self.server = NitrogenServer(self.settings, self._engine)
+            await self.server.start()
+            self._ready.set()
+            await self._stop.wait()
+            await self.server.stop()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self, timeout: float = 120.0) -> "ServerThread":
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            raise RuntimeError(f"server did not start: {self._error!r}")
+        return self
+
+    @property
+    def zmq_port(self) -> int:
+        assert self.server is not None
+        return self.server.zmq_port
+
+    @property
+    def tcp_port(self) -> int:
+        assert self.server is not None
+        return self.server.tcp_port
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,55 @@
+"""Server settings: one pydantic model fed by NITROGEN_* environment variables and the command line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CHECKPOINT = "models/ng.pt"
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server can be told; command-line values override NITROGEN_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="NITROGEN_", extra="ignore", validate_default=True)
+
+    checkpoint: str = Field(DEFAULT_CHECKPOINT, description="checkpoint path, or 'demo' for the tiny random model")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N or mps; default cuda > mps > cpu")
+    host: str = Field("0.0.0.0", description="address both ports bind to")
+    zmq_port: int = Field(5555, ge=0, le=65535, description="ZeroMQ + pickle port (0: any free port)")
+    tcp_port: int = Field(5556, ge=0, le=65535, description="newline-JSON TCP port (0: any free port)")
+    cfg: float = Field(1.0, ge=0.0, le=100.0, description="classifier-free guidance scale of new sessions")
+    ctx: int | None = Field(None, ge=1, le=1024, description="context length in frames (default: checkpoint's)")
+    game: str | None = Field(None, description="game name or id for new sessions (checkpoints with a game mapping)")
+    old_layout: bool | None = Field(None, description="force the old action layout (default: checkpoint's)")
+    log_level: LogLevel = Field("info", description="logging level")
+    max_batch: int = Field(32, ge=1, le=1024, description="largest inference batch across sessions")
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill")
+    session_idle_s: float = Field(600.0, gt=0, description="idle sessions are forgotten after this many seconds")
+    read_timeout_s: float = Field(30.0, gt=0, description="drop a TCP client that stalls mid-request this long")
+    max_header_bytes: int = Field(64 * 1024, ge=256, description="longest TCP JSON header line")
+    max_payload_bytes: int = Field(32 * 1024 * 1024, ge=196_608, description="largest TCP payload")
+    max_zmq_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest ZeroMQ request")
+    max_image_side: int = Field(4096, ge=16, le=65535, description="largest decoded width or height")
+    max_pipeline: int = Field(16, ge=1, le=1024, description="requests read ahead on one TCP connection")
+    shutdown_grace_s: float = Field(8.0, gt=0, le=60, description="how long SIGTERM waits for in-flight work")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("device", "game", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def game_arg(self) -> str | int | None:
+        """The game as the library wants it: an int id when it is all digits, else the name."""
+        if self.game is None:
+            return None
+        return int(self.game) if self.game.isdigit() else self.game

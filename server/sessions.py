@@ -1,0 +1,80 @@
+"""Per-client inference sessions: created on first predict, serialised by a lock, forgotten when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("nitrogen_server.sessions")
+
+SessionFactory = Callable[..., Any]  # (**overrides) -> nitrogen.InferenceSession
+
+
+@dataclass
+class SessionEntry:
+    """One client's library session plus what the server keeps beside it."""
+
+    key: str
+    session: Any
+    repeat: int
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+
+class SessionRegistry:
+    """Maps client keys (a ZeroMQ peer, a TCP connection, or a client-chosen name) to sessions.
+
+    Only used from the event loop thread, so it needs no locking of its own.
+    """
+
+    def __init__(self, factory: SessionFactory, idle_s: float) -> None:
+        self._factory = factory
+        self._idle_s = idle_s
+        self._entries: dict[str, SessionEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> SessionEntry | None:
+        return self._entries.get(key)
+
+    def create(self, key: str, **overrides: Any) -> SessionEntry:
+        """A new session for `key` (replacing any old one); ValueError for settings the model refuses."""
+        session = self._factory(**overrides)
+        entry = SessionEntry(key, session, int(session.info().get("action_downsample_ratio", 1)))
+        old = self._entries.get(key)
+        if old is not None:
+            entry.lock = old.lock  # a request waiting on the old lock keeps its place in line
+        self._entries[key] = entry
+        log.info("session %s started (%d open)", key, len(self._entries))
+        return entry
+
+    def get_or_create(self, key: str) -> SessionEntry:
+        entry = self._entries.get(key)
+        return entry if entry is not None else self.create(key)
+
+    def drop(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None:
+            log.info("session %s closed (%d open)", key, len(self._entries))
+
+    def expire_idle(self) -> list[str]:
+        """Forget sessions unused for longer than the idle limit (never one with a request running)."""
+        limit = time.monotonic() - self._idle_s
+        stale = [k for k, e in self._entries.items() if e.last_used < limit and not e.lock.locked()]
+        for key in stale:
+            del self._entries[key]
+            log.info("session %s expired after %.0f s idle (%d open)", key, self._idle_s, len(self._entries))
+        return stale
+
+    async def run_expiry(self) -> None:
+        """Background task: check for idle sessions a few times per idle period."""
+        interval = max(0.05, min(30.0, self._idle_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.expire_idle()

@@ -1,0 +1,259 @@
+"""Port 5556: newline-JSON header + binary payload (NitroGen-Server fork compatible), on asyncio streams.
+
+Framing only: a header line, then the payload its `len` (or the raw-frame / BMP rule) says follows.
+Requests on one connection are read ahead (pipelining) and answered strictly in order; the fields
+inside are checked by protocol.parse_request, the work done by PolicyService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import Any
+
+from .config import ServerSettings
+from .images import BMP_PROBE_BYTES, RAW_FRAME_BYTES, RAW_SIDE, EncodedFrame, bmp_total_size
+from .jsonfmt import encode_reply, error_line
+from .protocol import ErrorResult, RequestError, optional_int, parse_request
+from .service import PolicyService
+
+log = logging.getLogger("nitrogen_server.tcp")
+_EOF = object()
+
+
+class FramingError(Exception):
+    """The stream can no longer be split into requests: answer with an error line, then close."""
+
+
+class _Connection:
+    """One client connection = one session; a reader task feeds requests to an in-order processor."""
+
+    def __init__(self, frontend: "TcpFrontend", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, key: str) -> None:
+        self.frontend, self.reader, self.writer, self.key = frontend, reader, writer, key
+        self.settings: ServerSettings = frontend.settings
+        self.idle = True  # waiting for the first byte of a request (safe to stop reading)
+        self.stopping = False
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(self.settings.max_pipeline)
+        self.reader_task: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        peer = self.writer.get_extra_info("peername")
+        log.info("%s connected from %s", self.key, peer)
+        self.reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        answered = 0
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _EOF:
+                    break
+                if isinstance(item, FramingError):
+                    log.warning("%s framing error, closing: %s", self.key, item)
+                    await self._send(error_line(str(item)))
+                    await self._linger()
+                    break
+                if isinstance(item, ErrorResult):
+                    log.warning("%s bad request: %s", self.key, item.message)
+                    response = item
+                else:
+                    response = await self.frontend.service.handle(self.key, item)
+                await self._send(encode_reply(response))
+                answered += 1
+                self.slots.release()
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            log.info("%s dropped while replying: %s", self.key, exc or type(exc).__name__)
+        except Exception:  # a bug here must cost one connection, never the server
+            log.exception("%s connection failed", self.key)
+        finally:
+            self.reader_task.cancel()
+            await asyncio.gather(self.reader_task, return_exceptions=True)
+            self.writer.close()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            except (Exception, asyncio.TimeoutError):
+                pass
+            self.frontend.service.client_closed(self.key)
+            log.info("%s disconnected after %d replies", self.key, answered)
+
+    async def _send(self, line: bytes) -> None:
+        self.writer.write(line)
+        await asyncio.wait_for(self.writer.drain(), self.settings.read_timeout_s)
+
+    async def _linger(self) -> None:
+        """Before closing on a framing error, let the error line reach the client.
+
+        Closing with unread input makes the kernel send RST, which can destroy the reply before the
+        client reads it; so half-close and discard what the client still sends, briefly.
+        """
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            await asyncio.wait_for(self._discard_input(), 1.0)
+        except (Exception, asyncio.TimeoutError):
+            pass
+
+    async def _discard_input(self) -> None:
+        while await self.reader.read(1 << 16):
+            pass
+
+    def stop(self) -> None:
+        """Shutdown: stop reading; a request being read is finished first, queued ones are answered."""
+        self.stopping = True
+        if self.idle and self.reader_task is not None:
+            self.reader_task.cancel()
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                await self.slots.acquire()
+                if self.stopping:
+                    break
+                self.idle = True
+                try:
+                    first = await asyncio.wait_for(self.reader.read(1), self.settings.session_idle_s)
+                except asyncio.TimeoutError:
+                    log.info("%s idle for %.0f s, closing", self.key, self.settings.session_idle_s)
+                    break
+                self.idle = False
+                if not first:
+                    break
+                try:
+                    item = await self._read_request(first)
+                except FramingError as exc:
+                    self.queue.put_nowait(exc)
+                    return
+                except asyncio.TimeoutError:
+                    self.queue.put_nowait(FramingError(
+                        f"timed out: no data for {self.settings.read_timeout_s:g} s in the middle of a "
+                        "request; send the header line and its whole payload without pausing"))
+                    return
+                except asyncio.IncompleteReadError as exc:
+                    wanted = f" of {exc.expected}" if exc.expected is not None else ""
+                    self.queue.put_nowait(FramingError(
+                        f"connection closed mid-request: got {len(exc.partial)}{wanted} bytes"))
+                    return
+                except ConnectionError:
+                    break
+                if item is None:
+                    self.slots.release()  # a blank line: nothing to answer
+                else:
+                    self.queue.put_nowait(item)
+        except asyncio.CancelledError:
+            pass
+        self.queue.put_nowait(_EOF)
+
+    async def _read_request(self, first: bytes) -> Any:
+        """Read one header + payload; returns a typed request, an ErrorResult, or None for a blank line."""
+        limit = self.settings.max_header_bytes
+        line = first
+        if first != b"\n":
+            try:
+                line += await asyncio.wait_for(self.reader.readuntil(b"\n"), self.settings.read_timeout_s)
+            except asyncio.LimitOverrunError:
+                raise FramingError(f"header line is longer than {limit} bytes; expected one JSON object "
+                                   "per line, ending in \\n") from None
+        text = line.strip()
+        if not text:
+            return None
+        try:
+            fields = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FramingError(f"header is not valid JSON ({exc}); expected one JSON object per line, "
+                               'like {"type":"predict"}') from None
+        if not isinstance(fields, dict):
+            raise FramingError(f"header is a JSON {type(fields).__name__}; expected a JSON object like "
+                               '{"type":"info"}')
+        try:
+            length = optional_int(fields, "len", 0, self.settings.max_payload_bytes)
+        except RequestError as exc:
+            raise FramingError(str(exc)) from None
+        kind = fields.get("type")
+        if length is not None:
+            payload = await self._read_exactly(length)
+        elif kind == "predict":
+            payload = await self._read_default_frame()
+        else:
+            payload = None
+        try:
+            image = None
+            if kind == "predict" and payload is not None:
+                width = optional_int(fields, "width", 1, self.settings.max_image_side)
+                height = optional_int(fields, "height", 1, self.settings.max_image_side)
+                if length is None and width is None and height is None:
+                    width = height = RAW_SIDE  # no len, not a BMP: raw 256x256 by definition
+                image = EncodedFrame(payload, width, height)
+            return parse_request(fields, image=image, default_resize="pad")
+        except RequestError as exc:
+            return ErrorResult(str(exc))
+
+    async def _read_exactly(self, n: int) -> bytes:
+        """Read n bytes; the read timeout applies to each wait for more data, not to the whole payload."""
+        chunks, left = [], n
+        while left:
+            chunk = await asyncio.wait_for(self.reader.read(min(left, 1 << 20)), self.settings.read_timeout_s)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(chunks), n)
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    async def _read_default_frame(self) -> bytes:
+        """predict without len: a BMP sized by its own header, else 196,608 bytes of raw RGB."""
+        probe = await self._read_exactly(BMP_PROBE_BYTES)
+        size = bmp_total_size(probe)
+        if size is None:
+            return probe + await self._read_exactly(RAW_FRAME_BYTES - BMP_PROBE_BYTES)
+        if size > self.settings.max_payload_bytes:
+            raise FramingError(f"BMP header says {size} bytes; the payload limit is "
+                               f"{self.settings.max_payload_bytes} bytes")
+        return probe + await self._read_exactly(size - BMP_PROBE_BYTES)
+
+
+class TcpFrontend:
+    """The listening socket and its connections."""
+
+    def __init__(self, service: PolicyService, settings: ServerSettings) -> None:
+        self.service, self.settings = service, settings
+        self.host, self.port = settings.host, settings.tcp_port
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_client, self.host, self.port, limit=self.settings.max_header_bytes)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listening tcp on %s:%d", self.host, self.port)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer, f"tcp:{next(self._ids)}")
+        task = asyncio.current_task()
+        self._connections.add(conn)
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.stop()
+
+    async def finish(self, timeout: float) -> None:
+        """Wait for connections to answer what they have read (up to `timeout`), then cut the rest."""
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()

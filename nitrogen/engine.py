@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import checkpoint as ckpt_io
 from .actions import decode_actions
 from .errors import CheckpointError
+from .cuda_graphs import GraphedDenoiser
+from .forward import BatchedForward
 from .modeling import NitroGenModel
-from .preprocess import pixel_values
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,12 @@ class InferenceEngine:
         self.game_names = dict(game_names or {})
         self.default_context_length = cfg.modality_cfg.frame_per_sample
         self._check_geometry()
-        self._steps = model.step_constants(self.num_steps, m.num_timestep_buckets)
+        self.forward = BatchedForward(
+            self.model, self.model.step_constants(self.num_steps, m.num_timestep_buckets),
+            seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame, has_game_token=self.has_game_token,
+            device=self.device, dtype=self.dtype, gpu_preprocess=self.options.gpu_preprocess)
+        self._denoiser = (GraphedDenoiser(self.forward.denoise)
+                          if self.options.cuda_graphs and self.device.type == "cuda" else None)
         self._rng = torch.Generator("cpu")
         self._rng.seed()
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching really behaved
@@ -230,63 +236,23 @@ class InferenceEngine:
     # ---- the computation -------------------------------------------------------------------------------
     @torch.inference_mode()
     def run_batch(self, jobs: list[Job]) -> list[dict[str, np.ndarray]]:
-        """One batched predict: vision + mixer + K/V once, then the Euler loop over all rows."""
-        self._encode_missing_frames(jobs)
-        rows, row_job, uncond_rows = self._conditioning_rows(jobs)
-        kv = self.model.condition(torch.stack(rows))
-        x = torch.stack([j.noise for j in jobs]).to(self.device)            # float32 integration state
-        row_index = torch.tensor(row_job, device=self.device)
-        guided = [(i, r, jobs[i].cfg_scale) for i, r in uncond_rows.items()]
-        dt = 1.0 / self.num_steps
-        for step in self._steps:
-            v_rows = self.model.velocity(x[row_index].to(self.dtype), step, kv).float()
-            v = v_rows[: len(jobs)].clone()
-            for i, r, s in guided:
-                v[i] = v_rows[i] + s * (v_rows[i] - v_rows[r])
-            x = x + dt * v
+        """One batched predict (see :mod:`nitrogen.forward`); results carry the raw ``action_tensor``."""
+        inputs = self.forward.prepare(jobs)
+        x = self._denoiser(inputs) if self._denoiser is not None else self.forward.denoise(inputs)
         actions = x.cpu().numpy()
         return [decode_actions(a, self.old_layout) | {"action_tensor": a} for a in actions]
 
-    def _encode_missing_frames(self, jobs: list[Job]) -> None:
-        todo = {id(f): f for j in jobs for f in j.frames if f.features is None}
-        if not todo:
-            return
-        frames = list(todo.values())
-        pix = torch.from_numpy(np.stack([pixel_values(f.rgb, self.image_size) for f in frames]))
-        feats = self.model.encode_frames(pix.to(self.device, self.dtype))
-        for f, feat in zip(frames, feats):
-            f.features = feat
-
-    def _vl_row(self, frames: list[Frame], game_id: int | None) -> torch.Tensor:
-        """[pad ...] [game] [256 tokens per frame]: pad slots stay zero and are never masked."""
-        m = self.model
-        vl = torch.zeros(self.seq_len, m.cfg.model_cfg.vision_hidden_size, device=self.device, dtype=self.dtype)
-        n = len(frames) * self.tokens_per_frame
-        if n:
-            vl[self.seq_len - n:] = torch.cat([f.features for f in frames])
-        if self.has_game_token and game_id is not None:
-            vl[self.seq_len - n - 1] = m.game_embedding.weight[game_id]
-        return vl
-
-    def _conditioning_rows(self, jobs: list[Job]) -> tuple[list[torch.Tensor], list[int], dict[int, int]]:
-        """Row i < len(jobs) is job i's conditional input; guided jobs add an unconditional row.
-
-        Guidance follows the original: neither input carries the game id, and the unconditional one
-        keeps only the newest frame.
-        """
-        rows, row_job, uncond = [], [], {}
-        for i, job in enumerate(jobs):
-            guided = job.cfg_scale != 1.0
-            rows.append(self._vl_row(job.frames, None if guided else job.game_id))
-            row_job.append(i)
-        for i, job in enumerate(jobs):
-            if job.cfg_scale != 1.0:
-                uncond[i] = len(rows)
-                rows.append(self._vl_row(job.frames[-1:], None))
-                row_job.append(i)
-        return rows, row_job, uncond
-
     def _warmup(self) -> None:
+        """Load kernels (and on CUDA capture graphs for every batch bucket) before the first client."""
         frame = Frame(np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8))
-        job = Job([frame], self.make_noise(seed=0), 1.0, GAME_NONE)
-        self.submit(job).result()
+        start = time.perf_counter()
+        sizes = [1]
+        if self._denoiser is not None:
+            sizes = [1 << k for k in range(self.options.max_batch.bit_length())
+                     if 1 << k <= self.options.max_batch]
+        for n in sizes:
+            for scale in (1.0, 2.0) if self._denoiser is not None else (1.0,):
+                jobs = [Job([frame], self.make_noise(seed=0), scale, GAME_NONE) for _ in range(n)]
+                self._run_safely(jobs)
+                jobs[-1].future.result()
+        logger.info("warm-up done in %.2f s (batch sizes %s)", time.perf_counter() - start, sizes)

@@ -84,3 +84,29 @@ def test_batched_sessions_match_golden(golden_dir, golden):
         assert plain_future.result()["buttons"].shape == (16, 21)
     assert max(engine.batch_sizes) >= 3, f"no cross-session batch happened: {engine.batch_sizes}"
     engine.close()
+
+
+def test_bucket_padding_used_by_cuda_graphs_is_exact(golden_dir, golden):
+    """The padded static-buffer path (CUDA graphs on GPU) gives the eager result for a mixed batch."""
+    from nitrogen.cuda_graphs import GraphedDenoiser
+
+    g = golden("tiny-b")
+    engine = InferenceEngine.from_checkpoint(golden_dir / "tiny-b.pt", device="cpu",
+                                             options=EngineOptions(warmup=False))
+    padded = GraphedDenoiser(engine.forward.denoise, capture=False)
+    f0, f1 = Frame(g["image_0"]), Frame(g["image_1"])
+    jobs = [  # 3 jobs + 2 guided rows -> bucket (4 jobs, 2 extra rows)
+        Job([f0, f1], engine.make_noise(seed=201), 2.0, 0),   # golden step 1
+        Job([f1], engine.make_noise(seed=7), 1.0, 0),
+        Job([f0], engine.make_noise(seed=200), 2.0, 0),       # golden step 0 (one dropped frame)
+    ]
+    with torch.inference_mode():
+        inputs = engine.forward.prepare(jobs)
+        eager = engine.forward.denoise(inputs)
+        bucketed = padded(inputs)
+        again = padded(inputs)  # reuses the bucket's static buffers
+    np.testing.assert_allclose(bucketed.numpy(), eager.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(again.numpy(), bucketed.numpy())
+    np.testing.assert_allclose(bucketed[0].numpy(), g["action_tensor_1"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(bucketed[2].numpy(), g["action_tensor_0"], atol=1e-4, rtol=0)
+    engine.close()

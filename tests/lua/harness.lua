@@ -10,6 +10,8 @@
 --   NITROGEN_TEST_MAX_FRAMES  stop the script (like the user pressing Stop) after this many frames
 --   NITROGEN_TEST_FRAME_SLEEP seconds each emulated frame takes (default 0)
 local socket = require("socket")
+package.path = (arg and arg[0] and arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;" .. package.path
+local jsonl = require("jsonl")
 
 local env = os.getenv
 local LOG_PATH = assert(env("NITROGEN_TEST_LOG"), "NITROGEN_TEST_LOG is required")
@@ -40,31 +42,8 @@ for _, n in ipairs(CORES[SYSTEM] or {}) do BUTTONS[n] = true end
 for _, n in ipairs(AXES[SYSTEM] or {}) do AXIS_SET[n] = true end
 
 ---------------------------------------------------------------------------------------- JSON lines
-local function encode(v)
-  local t = type(v)
-  if t == "nil" then return "null" end
-  if t == "boolean" then return tostring(v) end
-  if t == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then return "null" end
-    return math.type(v) == "integer" and tostring(v) or ("%.17g"):format(v)
-  end
-  if t == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = k end
-  if #keys > 0 and #keys == #v then
-    local parts = {}
-    for i = 1, #v do parts[i] = encode(v[i]) end
-    return "[" .. table.concat(parts, ",") .. "]"
-  end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  local parts = {}
-  for _, k in ipairs(keys) do parts[#parts + 1] = encode(tostring(k)) .. ":" .. encode(v[k]) end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
 local log_file = assert(io.open(LOG_PATH, "w"))
-local function emit(record) log_file:write(encode(record), "\n"); log_file:flush() end
+local function emit(record) log_file:write(jsonl.encode(record), "\n"); log_file:flush() end
 
 ---------------------------------------------------------------------------------------- PNG writer
 -- A real PNG: IHDR + one IDAT holding a zlib stream of stored (uncompressed) deflate blocks + IEND.

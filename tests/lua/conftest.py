@@ -1,0 +1,61 @@
+"""Fixtures for the BizHawk script tests: the real lua5.4 + LuaSocket, a real nitrogen-server subprocess
+(golden tiny-a checkpoint), the tiny-a frames as PNG files, and the harness runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from luaharness import EVAL, SCRIPT, Harness, ServerProcess
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def lua() -> str:
+    exe = shutil.which("lua5.4")
+    assert exe, "lua5.4 not found: install the lua5.4 and lua-socket packages (.ci/setup.sh does)"
+    probe = subprocess.run([exe, "-e", "require('socket')"], capture_output=True, text=True, check=False)
+    assert probe.returncode == 0, f"LuaSocket missing for lua5.4 (apt-get install lua-socket): {probe.stderr}"
+    return exe
+
+
+@pytest.fixture(scope="session")
+def lua_eval(lua, tmp_path_factory):
+    """lua_eval(snippet) -> the JSON values the Lua snippet emit()s, run against the script's internals."""
+    folder = tmp_path_factory.mktemp("lua_eval")
+
+    def run(snippet: str) -> list:
+        path = folder / f"snippet_{time.monotonic_ns()}.lua"
+        path.write_text(snippet)
+        proc = subprocess.run([lua, str(EVAL), str(SCRIPT), str(path)], capture_output=True, text=True,
+                              timeout=30, check=False)
+        assert proc.returncode == 0, f"lua5.4 failed:\n{proc.stderr}"
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_server(golden_dir):
+    server = ServerProcess(str(golden_dir / "tiny-a.pt"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def golden_frames(golden, tmp_path_factory) -> Path:
+    """The tiny-a frames as PNG files frame_0.png ... (what the screenshot stub hands the script)."""
+    g = golden("tiny-a")
+    folder = tmp_path_factory.mktemp("golden_frames")
+    for i in range(int(g["n_steps"])):
+        Image.fromarray(g[f"image_{i}"]).save(folder / f"frame_{i}.png")
+    return folder
+
+
+@pytest.fixture
+def harness(lua, tmp_path) -> Harness:
+    return Harness(lua, tmp_path)

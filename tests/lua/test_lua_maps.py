@@ -1,0 +1,106 @@
+"""The console button maps, in lua5.4: name resolution against the core's buttons and action -> pad."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from luaharness import MODEL_BUTTONS, PAD_SPEC, expected_n64_stick, expected_pad
+
+SYSTEMS = ["NES", "SNES", "GB", "GBC", "GBA", "GEN", "N64"]
+
+
+def lua_list(values) -> str:
+    return "{" + ", ".join(repr(float(v)) if not isinstance(v, str) else f'"{v}"' for v in values) + "}"
+
+
+def pads(lua_eval, system: str, actions: list[tuple], allow_menu: bool = False) -> list[dict]:
+    """Run M.action_to_pad for `system` on (buttons, j_left, j_right) tuples; the core's names are BizHawk's."""
+    names = lua_list(PAD_SPEC[system])
+    map_name = {"GBC": "GB"}.get(system, system)
+    calls = "\n".join(
+        f"emit(call({lua_list(b)}, {lua_list(jl)}, {lua_list(jr)}))" for b, jl, jr in actions)
+    return lua_eval(f"""
+        local available = {{}}
+        for _, n in ipairs({names}) do available[n] = true end
+        available["P1 X Axis"], available["P1 Y Axis"] = true, true
+        local rmap = M.resolve_map(M.MAPS["{map_name}"], available)
+        local cfg = {{allow_menu = {str(allow_menu).lower()}, stick_deadzone = 0.5, analog_deadzone = 0.15}}
+        function call(b, jl, jr)
+          local pad, analog = M.action_to_pad(rmap, b, jl, jr, cfg)
+          return {{pad = pad, analog = analog or {{}}}}
+        end
+        {calls}""")
+
+
+def one_hot(name: str) -> list[int]:
+    return [int(n == name) for n in MODEL_BUTTONS]
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_each_model_button_alone(lua_eval, system):
+    centre = (0.0, 0.0)
+    actions = [(one_hot(name), centre, centre) for name in MODEL_BUTTONS] + [([0] * 21, centre, centre)]
+    for allow_menu in (False, True):
+        got = pads(lua_eval, system, actions, allow_menu)
+        for (b, jl, jr), out in zip(actions, got, strict=True):
+            want, _ = expected_pad(system, b, jl, jr, allow_menu)
+            assert out["pad"] == want, (system, [MODEL_BUTTONS[i] for i, v in enumerate(b) if v], allow_menu)
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_sticks_through_the_deadzone(lua_eval, system):
+    values = [-1.0, -0.51, -0.49, 0.0, 0.49, 0.51, 1.0]
+    actions = [([0] * 21, (x, y), (y, x)) for x, y in itertools.product(values, values)]
+    for (b, jl, jr), out in zip(actions, pads(lua_eval, system, actions), strict=True):
+        want, _ = expected_pad(system, b, jl, jr)
+        assert out["pad"] == want, (system, jl, jr)
+        if system == "N64":
+            assert tuple(out["analog"][a] for a in ("P1 X Axis", "P1 Y Axis")) == expected_n64_stick(jl), jl
+        else:
+            assert out["analog"] == {}
+
+
+def test_n64_stick_scale_direction_and_deadzone(lua_eval):
+    actions = [([0] * 21, jl, (0.0, 0.0)) for jl in
+               [(1.0, 0.0), (-1.0, 0.0), (0.0, -1.0), (0.0, 1.0), (0.1, 0.1), (0.5, -0.25), (0.12, 0.0)]]
+    got = [(o["analog"]["P1 X Axis"], o["analog"]["P1 Y Axis"]) for o in pads(lua_eval, "N64", actions)]
+    # stick right = +X, stick up (model y < 0) = +Y; radius 0.14 is inside the 0.15 dead-zone
+    assert got == [(127, 0), (-127, 0), (0, 127), (0, -127), (0, 0), (64, 32), (0, 0)]
+
+
+def test_menu_buttons_need_allow_menu(lua_eval):
+    start_select = [(one_hot("START"), (0, 0), (0, 0)), (one_hot("BACK"), (0, 0), (0, 0)),
+                    (one_hot("GUIDE"), (0, 0), (0, 0))]
+    assert [o["pad"]["P1 Start"] or o["pad"]["P1 Select"] for o in pads(lua_eval, "SNES", start_select)] == \
+        [False, False, False]
+    assert [(o["pad"]["P1 Start"], o["pad"]["P1 Select"]) for o in pads(lua_eval, "SNES", start_select, True)] \
+        == [(True, False), (False, True), (False, False)]
+
+
+def test_names_follow_the_running_core(lua_eval):
+    """Gambatte has "A"; GBHawk has "P1 A"; with no joypad.get() answer the map's own prefix is used."""
+    out = lua_eval("""
+        local function names(map, available)
+          local r, t = M.resolve_map(M.MAPS[map], available), {}
+          for n in pairs(r.buttons) do t[#t + 1] = n end
+          table.sort(t)
+          return t
+        end
+        emit(names("GB", {A = true, B = true, Up = true, Down = true, Left = true, Right = true,
+                          Start = true, Select = true, Power = true}))
+        emit(names("GB", {["P1 A"] = true, ["P1 B"] = true, ["P1 Up"] = true, ["P1 Down"] = true,
+                          ["P1 Left"] = true, ["P1 Right"] = true, ["P1 Start"] = true, ["P1 Select"] = true}))
+        emit(names("GEN", {["P1 A"] = true, ["P1 B"] = true, ["P1 C"] = true, ["P1 Start"] = true,
+                           ["P1 Up"] = true, ["P1 Down"] = true, ["P1 Left"] = true, ["P1 Right"] = true}))
+        emit(names("NES", {}))""")
+    assert out[0] == sorted(PAD_SPEC["GB"])
+    assert out[1] == sorted("P1 " + n for n in PAD_SPEC["GB"])
+    assert out[2] == sorted(["P1 A", "P1 B", "P1 C", "P1 Start", "P1 Up", "P1 Down", "P1 Left", "P1 Right"])
+    assert out[3] == sorted(PAD_SPEC["NES"])
+
+
+def test_unknown_console_is_named(harness):
+    run = harness.run("PSX", {"port": 9})
+    assert run.returncode == 1
+    assert 'console "PSX" has no button map' in run.end["error"]

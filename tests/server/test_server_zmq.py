@@ -1,0 +1,89 @@
+"""Port 5555 with a client that does exactly what the original NitroGen ModelClient does."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+from PIL import Image
+from server_testkit import ModelClient, assert_zmq_pred, frame
+
+
+def test_info_reset_predict_numpy_and_pil(demo_server):
+    with ModelClient(demo_server.zmq_port) as client:
+        info = client.call({"type": "info"})
+        assert info["status"] == "ok"
+        assert info["info"]["ckpt_path"] == "demo" and len(info["info"]["buttons"]) == 21
+        assert client.call({"type": "reset"}) == {"status": "ok"}
+        assert_zmq_pred(client.predict(frame(1)))
+        assert_zmq_pred(client.predict(frame(2, 240, 320)))
+        assert_zmq_pred(client.predict(Image.fromarray(frame(3, 100, 60))))
+        assert_zmq_pred(client.predict(Image.fromarray(frame(4)).convert("RGBA")))
+
+
+def test_seed_makes_predict_reproducible_and_pil_equals_numpy(demo_server):
+    img = frame(5)
+    with ModelClient(demo_server.zmq_port) as a, ModelClient(demo_server.zmq_port) as b:
+        pa = a.predict(img, seed=42)["pred"]
+        pb = b.predict(Image.fromarray(img), seed=42)["pred"]
+    for key in pa:
+        np.testing.assert_array_equal(pa[key], pb[key])
+
+
+def test_named_session_survives_reconnect(demo_server):
+    """A session named by the client outlives its socket; unnamed ones belong to the peer."""
+    port = demo_server.zmq_port
+    with ModelClient(port) as c:
+        assert c.call({"type": "reset", "cfg_scale": 3.0, "session": "s1"}) == {"status": "ok"}
+        assert c.call({"type": "info", "session": "s1"})["info"]["cfg_scale"] == 3.0
+        assert c.call({"type": "info"})["info"]["cfg_scale"] == 1.0
+        assert c.call({"type": "reset", "cfg_scale": 2.0}) == {"status": "ok"}
+        assert c.call({"type": "info"})["info"]["cfg_scale"] == 2.0
+        assert_zmq_pred(c.predict(frame(6), session="s1"))
+    with ModelClient(port) as c:  # a new peer: a new identity, so a new unnamed session
+        assert c.call({"type": "info", "session": "s1"})["info"]["cfg_scale"] == 3.0
+        assert c.call({"type": "info"})["info"]["cfg_scale"] == 1.0
+
+
+def test_bad_requests_get_error_replies(demo_server):
+    with ModelClient(demo_server.zmq_port) as c:
+        cases = [
+            ({"type": "fly"}, "'type' is 'fly'"),
+            ({"image": frame(1)}, "'type' is None"),
+            ({"type": "predict"}, "no 'image'"),
+            ({"type": "predict", "image": np.zeros((8, 8), np.uint8)}, "expected H x W x 3"),
+            ({"type": "predict", "image": np.zeros((8, 8, 3), np.float32)}, "dtype float32"),
+            ({"type": "predict", "image": np.zeros((0, 8, 3), np.uint8)}, "at least 1x1"),
+            ({"type": "predict", "image": np.zeros((4097, 1, 3), np.uint8)}, "limit is 4096x4096"),
+            ({"type": "predict", "image": "pixels"}, "'image' is a str"),
+            ({"type": "predict", "image": frame(1), "seed": "seven"}, "'seed' is 'seven'"),
+            ({"type": "reset", "context_length": 10**6}, "'context_length' is 1000000"),
+            ({"type": "reset", "game": "tetris"}, "reset refused: game 'tetris' requested"),
+            ([1, 2, 3], "request is a list"),
+        ]
+        for request, message in cases:
+            reply = c.call(request)
+            assert reply["status"] == "error" and message in reply["message"], (request, reply)
+        assert c.send_bytes(b"\x00garbage")["status"] == "error"
+        assert_zmq_pred(c.predict(frame(2)))
+
+
+class _Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_malicious_pickle_creates_no_file(demo_server, tmp_path):
+    target = tmp_path / "pwned"
+    with ModelClient(demo_server.zmq_port) as c:
+        reply = c.send_bytes(pickle.dumps({"type": "predict", "image": _Evil(str(target))}))
+        assert reply["status"] == "error"
+        assert "posix.system" in reply["message"] and "not allowed" in reply["message"]
+        reply = c.send_bytes(pickle.dumps(_Evil(str(target))))
+        assert reply["status"] == "error"
+        assert_zmq_pred(c.predict(frame(3)))
+    assert not target.exists()

@@ -51,7 +51,8 @@ class DxcamCapture(Capture):
         self.hwnd = hwnd
         self.fps = fps
         self.recheck_s = recheck_s
-        self._camera = dxcam.create(output_idx=output_idx, output_color="RGB")
+        # The numpy processor (compiled kernels in dxcam's wheels) avoids needing OpenCV.
+        self._camera = dxcam.create(output_idx=output_idx, output_color="RGB", processor_backend="numpy")
         self._region: tuple[int, int, int, int] | None = None
         self._checked_at = 0.0
         self._last: np.ndarray | None = None

@@ -8,7 +8,7 @@
 local CONFIG = {
   host = "127.0.0.1",
   port = 5556,
-  console = nil,            -- nil: auto-detect with emu.getsystemid(); or "NES", "SNES", "GB", "GBC", "GBA", "GEN", "N64"
+  console = nil,            -- nil: emu.getsystemid(); or "NES", "SNES", "GB", "GBC", "GBA", "GEN", "N64"
   frames_per_action = nil,  -- nil: the server's "repeat" (the model's action_downsample_ratio)
   actions_per_step = nil,   -- nil: play every action of the predicted chunk before the next screenshot
   allow_menu = false,       -- let the model press START / SELECT (BACK) / Mode
@@ -59,7 +59,9 @@ function json.decode(s)
         local cp = hex4(a + 2); i = a + 6
         if cp >= 0xD800 and cp <= 0xDBFF and s:sub(i, i + 1) == "\\u" then
           local lo = hex4(i + 2)
-          if lo >= 0xDC00 and lo <= 0xDFFF then cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00); i = i + 6 end
+          if lo >= 0xDC00 and lo <= 0xDFFF then
+            cp, i = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00), i + 6
+          end
         end
         if cp >= 0xD800 and cp <= 0xDFFF then cp = 0xFFFD end -- a lone surrogate has no UTF-8 form
         parts[#parts + 1] = utf8.char(cp)
@@ -243,7 +245,12 @@ local function dotnet_transport()
   local TcpClient = luanet.import_type("System.Net.Sockets.TcpClient")
   local File = luanet.import_type("System.IO.File")
   local Encoding = luanet.import_type("System.Text.Encoding")
-  local ByteArray = luanet.import_type("System.Byte[]")
+  local function new_bytes(n) -- byte[n]: NLua calls an array type as a constructor; else Array.CreateInstance
+    local ok, arr = pcall(luanet.import_type("System.Byte[]"), n)
+    if ok and arr then return arr end
+    local Byte = luanet.ctype(luanet.import_type("System.Byte"))
+    return luanet.import_type("System.Array").CreateInstance(Byte, n)
+  end
   local T, tcp, stream, buf, rbuf = { reads = 0 }, nil, nil, "", nil
   function T.close()
     if tcp then pcall(function() tcp:Close() end) end
@@ -276,7 +283,7 @@ local function dotnet_transport()
   end
   function T.receive_line(timeout, chunk)
     local ok, res = pcall(function()
-      if not rbuf or rbuf.Length ~= chunk then rbuf = ByteArray(chunk) end
+      if not rbuf or rbuf.Length ~= chunk then rbuf = new_bytes(chunk) end
       tcp.ReceiveTimeout = math.floor(timeout * 1000) -- a Read past it throws
       while true do
         local nl = buf:find("\n", 1, true)
@@ -342,15 +349,16 @@ local function luasocket_transport()
 end
 
 local function make_transport(kind)
-  if kind == "dotnet" or (kind == "auto" and rawget(_G, "luanet")) then return dotnet_transport() end
-  if kind == "luasocket" or (kind == "auto" and pcall(require, "socket")) then return luasocket_transport() end
+  local auto = kind == "auto"
+  if kind == "dotnet" or (auto and rawget(_G, "luanet")) then return dotnet_transport() end
+  if kind == "luasocket" or (auto and pcall(require, "socket")) then return luasocket_transport() end
   error("no TCP transport: neither luanet (BizHawk) nor LuaSocket is available", 0)
 end
 
 ----------------------------------------------------------------------------------------------------
 -- The loop: screenshot -> predict -> play the chunk; keep the game running whatever the server does.
 ----------------------------------------------------------------------------------------------------
-local function log(msg) if console and console.log then console.log("[nitrogen] " .. msg) else print("[nitrogen] " .. msg) end end
+local function log(msg) ((console and console.log) or print)("[nitrogen] " .. msg) end
 
 local function default_frame_path()
   local dir = os.getenv("TEMP") or os.getenv("TMPDIR")
@@ -360,18 +368,25 @@ end
 
 local function run()
   local cfg = CONFIG
-  local frame, status = 0, "starting"
+  local frame, status, retry_at = 0, "starting", nil
   local function advance()
-    if cfg.show_status and gui and gui.text then gui.text(2, 2, "NitroGen: " .. status) end
+    if cfg.show_status and gui and gui.text then
+      local wait = retry_at and math.ceil((retry_at - frame) / 60)
+      gui.text(2, 2, "NitroGen: " .. status .. ((wait and wait > 0) and (" in %d s"):format(wait) or ""))
+    end
     emu.frameadvance()
     frame = frame + 1
   end
   local function set_status(s, quiet) if s ~= status then status = s; if not quiet then log(s) end end end
 
   local system = cfg.console or emu.getsystemid()
-  while system == "NULL" do set_status("waiting for a ROM"); advance(); system = cfg.console or emu.getsystemid() end
+  while system == "NULL" do
+    set_status("waiting for a ROM"); advance(); system = cfg.console or emu.getsystemid()
+  end
   local map = MAPS[system] or MAPS[SYSTEM_ALIASES[system] or ""]
-  if not map then error(("console %q has no button map; supported: NES SNES GB GBC GBA GEN N64"):format(system), 0) end
+  if not map then
+    error(("console %q has no button map; supported: NES SNES GB GBC GBA GEN N64"):format(system), 0)
+  end
   local available = {}
   local ok_get, current = pcall(joypad.get)
   if ok_get and type(current) == "table" then for k in pairs(current) do available[k] = true end end
@@ -425,10 +440,11 @@ local function run()
       if frame >= next_try then
         local ok, err = transport.connect(cfg.host, cfg.port, cfg.connect_timeout)
         if ok then
-          connected, backoff, session_calls = true, cfg.retry_min_frames, 0
+          connected, backoff, session_calls, retry_at = true, cfg.retry_min_frames, 0, nil
           set_status("connected to " .. cfg.host .. ":" .. cfg.port)
         else
           next_try, backoff = frame + backoff, math.min(backoff * 2, cfg.retry_max_frames)
+          retry_at = next_try
           set_status(("server %s:%d unreachable (%s), retrying"):format(cfg.host, cfg.port, tostring(err)))
         end
       end
@@ -450,6 +466,7 @@ local function run()
         local n = #pred.buttons
         if cfg.actions_per_step then n = math.min(n, cfg.actions_per_step) end
         set_status(("playing: step %d, %d actions x %d frames"):format(answered, n, frames), true)
+        if n == 0 then idle() end -- an empty chunk must not stall the emulator
         for i = 1, n do
           local pad, analog = action_to_pad(rmap, pred.buttons[i], pred.j_left[i], pred.j_right[i], cfg)
           for _ = 1, frames do

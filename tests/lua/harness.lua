@@ -9,9 +9,11 @@
 --   NITROGEN_TEST_CORRUPT  optional comma list of screenshot numbers (0-based) written as broken PNGs
 --   NITROGEN_TEST_MAX_FRAMES  stop the script (like the user pressing Stop) after this many frames
 --   NITROGEN_TEST_FRAME_SLEEP seconds each emulated frame takes (default 0)
+--   NITROGEN_TEST_DOTNET   1: provide `luanet` (dotnet_stub.lua) so the script picks its BizHawk transport
 local socket = require("socket")
 package.path = (arg and arg[0] and arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;" .. package.path
 local jsonl = require("jsonl")
+if os.getenv("NITROGEN_TEST_DOTNET") == "1" then require("dotnet_stub") end -- defines the global luanet
 
 local env = os.getenv
 local LOG_PATH = assert(env("NITROGEN_TEST_LOG"), "NITROGEN_TEST_LOG is required")
@@ -63,7 +65,9 @@ local function adler32(s)
   for i = 1, #s do a = (a + s:byte(i)) % 65521; b = (b + a) % 65521 end
   return (b << 16) | a
 end
-local function chunk(kind, data) return (">I4"):pack(#data) .. kind .. data .. (">I4"):pack(crc32(kind .. data)) end
+local function chunk(kind, data)
+  return (">I4"):pack(#data) .. kind .. data .. (">I4"):pack(crc32(kind .. data))
+end
 local function png(width, height, pixel)
   local rows = {}
   for y = 0, height - 1 do
@@ -90,7 +94,6 @@ local exit_handlers, stopping = {}, false
 local STOP = setmetatable({}, { __tostring = function() return "harness: stop requested" end })
 
 local function write_file(path, data) local f = assert(io.open(path, "wb")); f:write(data); f:close() end
-local function read_file(path) local f = assert(io.open(path, "rb")); local d = f:read("a"); f:close(); return d end
 
 client = {
   screenshot = function(path)
@@ -103,7 +106,8 @@ client = {
       local data = f:read("a"); f:close()
       write_file(path, data)
     else
-      write_file(path, png(160, 144, function(x, y) return (x * 4 + n) % 256, (y * 5) % 256, (n * 37) % 256 end))
+      local function pixel(x, y) return (x * 4 + n) % 256, (y * 5) % 256, (n * 37) % 256 end
+      write_file(path, png(160, 144, pixel))
     end
   end,
   setscreenshotosd = function() end,
@@ -153,7 +157,9 @@ event = { onexit = function(fn, name) exit_handlers[#exit_handlers + 1] = fn; re
 
 ---------------------------------------------------------------------------------------- run it
 local config_src = env("NITROGEN_TEST_CONFIG")
-if config_src then NITROGEN_CONFIG = assert(load("return " .. config_src, "NITROGEN_TEST_CONFIG", "t", {}))() end
+if config_src then
+  NITROGEN_CONFIG = assert(load("return " .. config_src, "NITROGEN_TEST_CONFIG", "t", {}))()
+end
 
 local chunk_fn = assert(loadfile(SCRIPT))
 local ok, err = pcall(chunk_fn)

@@ -170,14 +170,16 @@ class Harness:
         self.lua, self.folder, self.count = lua, folder, 0
 
     def start(self, system: str, config: dict, *, frames: Path | None = None, max_frames: int = 20000,
-              corrupt: tuple[int, ...] = (), frame_sleep: float = 0.0) -> tuple[subprocess.Popen, Path]:
+              corrupt: tuple[int, ...] = (), frame_sleep: float = 0.0,
+              dotnet: bool = False) -> tuple[subprocess.Popen, Path]:
         self.count += 1
         logfile = self.folder / f"run_{self.count}.jsonl"
         config = {"frame_path": str(self.folder / f"frame_{self.count}.png"), **config}
         env = dict(os.environ, NITROGEN_SCRIPT=str(SCRIPT), NITROGEN_TEST_LOG=str(logfile),
                    NITROGEN_TEST_SYSTEM=system, NITROGEN_TEST_CONFIG=lua_literal(config),
                    NITROGEN_TEST_MAX_FRAMES=str(max_frames), NITROGEN_TEST_FRAME_SLEEP=str(frame_sleep),
-                   NITROGEN_TEST_CORRUPT=",".join(map(str, corrupt)))
+                   NITROGEN_TEST_CORRUPT=",".join(map(str, corrupt)),
+                   NITROGEN_TEST_DOTNET="1" if dotnet else "0")
         if frames is not None:
             env["NITROGEN_TEST_FRAMES"] = str(frames)
         proc = subprocess.Popen([self.lua, str(HARNESS)], env=env, stdout=subprocess.PIPE,

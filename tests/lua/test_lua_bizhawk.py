@@ -57,6 +57,20 @@ def test_golden_actions_reach_each_console(harness, tiny_server, golden, golden_
     assert any(f"connected to 127.0.0.1:{tiny_server.port}" in line for line in run.console)
 
 
+def test_bizhawk_transport_over_dotnet_types(harness, tiny_server, golden, golden_frames, repeat):
+    """The TcpClient/NetworkStream transport BizHawk uses, run over dotnet_stub.lua's stand-in types."""
+    g = golden("tiny-a")
+    horizon = len(g["buttons_0"])
+    run = harness.run("N64", {"port": tiny_server.port, "max_steps": 4, "read_chunk": 64, **GOLDEN},
+                      frames=golden_frames, dotnet=True)
+    check_clean_end(run, "N64")
+    assert "via dotnet" in run.console[0]
+    assert len(run.frames) == 4 * horizon * repeat
+    for k, frame in enumerate(run.frames):
+        call, action = divmod(k // repeat, horizon)
+        check_frame("N64", frame, g, call, action)
+
+
 def test_frames_per_action_actions_per_step_and_menu(harness, tiny_server, golden, golden_frames):
     g = golden("tiny-a")
     config = {"port": tiny_server.port, "max_steps": 2, "frames_per_action": 3, "actions_per_step": 5,

@@ -70,6 +70,16 @@ def test_both_ports_give_the_same_prediction(server, golden):
         np.testing.assert_allclose(a[key], b[key], atol=1e-4)
 
 
+def test_named_sessions_are_accepted(server, golden):
+    """A client-chosen session name (kept across reconnects) goes with every request on both ports."""
+    with ModelClient("127.0.0.1", server.zmq_port, session="py-client-test") as z, \
+            TcpClient("127.0.0.1", server.tcp_port, session="py-client-test") as t:
+        for client in (z, t):
+            client.reset()
+            assert "action_horizon" in client.info()
+            check_prediction(client.predict(golden["image_0"], seed=100), len(golden["j_left_0"]))
+
+
 def raw_zmq(port: int, message: dict) -> dict:
     """What the original ModelClient does, by hand: to learn the server's own error text."""
     ctx = zmq.Context()

@@ -26,7 +26,9 @@ class TcpClient(PolicyClient):
 
     ``encoding``: ``"png"`` (lossless, smaller) or ``"raw"`` (RGB bytes with ``width``/``height``,
     no encoding cost). ``resize_mode``: how the server squares a non-square frame (None: its default).
-    ``last_repeat`` holds the ``repeat`` (action_downsample_ratio) of the last predict reply.
+    ``session``: an optional name sent with every request so that the frame history survives a
+    reconnect (otherwise a connection is a session). ``last_repeat`` holds the ``repeat``
+    (action_downsample_ratio) of the last predict reply.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class TcpClient(PolicyClient):
         encoding: Encoding = "png",
         resize_mode: ResizeMode | None = None,
         max_reply_bytes: int = 16 << 20,
+        session: str | None = None,
     ) -> None:
         if encoding not in ("png", "raw"):
             raise ValueError(f"encoding must be 'png' or 'raw', got {encoding!r}")
@@ -49,6 +52,7 @@ class TcpClient(PolicyClient):
         self.encoding = encoding
         self.resize_mode = resize_mode
         self.max_reply_bytes = int(max_reply_bytes)
+        self.session = session
         self.last_repeat: int | None = None
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -103,6 +107,8 @@ class TcpClient(PolicyClient):
         if self._closed:
             raise ClientError(f"client for {self.address} is closed")
         request_type = str(header.get("type"))
+        if self.session is not None and "session" not in header:
+            header = {**header, "session": self.session}
         sock = self._connect()
         data = json.dumps(header, separators=(",", ":")).encode() + b"\n"
         try:

@@ -1,0 +1,235 @@
+"""Latency, throughput, protocol overhead and memory of nitrogen-server, as JSON and a PNG plot.
+
+    python -m benchmarks.bench                 # CPU here: fewer iterations
+    python -m benchmarks.bench --device cuda   # on a GPU host; add --compare-flags for the ablation
+
+The model is randomly initialised with the released ng.pt's reported shape (benchmarks/shapes.py):
+speed depends on shapes, not on weight values. "naive" reproduces the original's schedule (mixer and
+cross-attention keys/values recomputed at every Euler step) on the same weights, for the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.shapes import build_ng_shaped_model
+from nitrogen import EngineOptions, InferenceEngine
+from nitrogen.engine import Frame, Job
+from nitrogen_client import ModelClient, TcpClient
+from nitrogen_server.app import ServerThread
+from nitrogen_server.config import ServerSettings
+
+log = logging.getLogger("bench")
+FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    pick = lambda q: ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]  # noqa: E731
+    return {"n": len(ms), "p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3),
+            "mean_ms": round(statistics.fmean(ms), 3)}
+
+
+def timed(fn: Callable[[], Any], n: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def naive_predict(engine: InferenceEngine) -> None:
+    """The original's schedule: vision once, but mixer + K/V + velocity at every one of the N steps."""
+    fwd = engine.forward
+    job = Job([Frame(FRAME)], engine.make_noise(seed=0), 1.0, 0)
+    with torch.inference_mode():
+        fwd.encode_missing_frames([job])
+        vl = fwd._vl_row(job.frames, 0)[None]
+        x = job.noise[None].to(engine.device)
+        for step in fwd.steps:
+            kv = engine.model.condition(vl)
+            x = x + (1.0 / len(fwd.steps)) * engine.model.velocity(x.to(engine.dtype), step, kv).float()
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def end_to_end(engine: InferenceEngine, n: int) -> dict[str, Any]:
+    """One client per port, sequential predicts: the agent's reaction time."""
+    settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_wait_ms=engine.options.max_wait_ms)
+    out: dict[str, Any] = {}
+    with ServerThread(settings, engine) as srv:
+        with ModelClient("127.0.0.1", srv.zmq_port, timeout_ms=600_000) as zc:
+            out["zmq"] = percentiles(timed(lambda: zc.predict(FRAME), n))
+        with TcpClient("127.0.0.1", srv.tcp_port, timeout_s=600, encoding="raw") as tc:
+            out["tcp_raw"] = percentiles(timed(lambda: tc.predict(FRAME), n))
+        with TcpClient("127.0.0.1", srv.tcp_port, timeout_s=600, encoding="png") as tc:
+            out["tcp_png"] = percentiles(timed(lambda: tc.predict(FRAME), n))
+    return out
+
+
+def concurrency(engine: InferenceEngine, clients: int, rounds: int) -> dict[str, Any]:
+    """``clients`` TCP connections (= sessions) each sending ``rounds`` predicts back to back."""
+    settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_batch=engine.options.max_batch,
+                              max_wait_ms=engine.options.max_wait_ms)
+    lat: list[float] = []
+    lock = threading.Lock()
+    with ServerThread(settings, engine) as srv:
+        conns = [TcpClient("127.0.0.1", srv.tcp_port, timeout_s=3600, encoding="raw") for _ in range(clients)]
+        for c in conns:
+            c.info()
+        barrier = threading.Barrier(clients + 1)
+
+        def run(c: TcpClient) -> None:
+            barrier.wait()
+            for _ in range(rounds):
+                t = time.perf_counter()
+                c.predict(FRAME)
+                with lock:
+                    lat.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        for c in conns:
+            c.close()
+    return {"clients": clients, "predicts_per_s": round(clients * rounds / wall, 2), **percentiles(lat)}
+
+
+def protocol_overhead(n: int, device: str) -> dict[str, Any]:
+    """Demo model: end-to-end p50 over each port minus the in-process p50."""
+    engine = InferenceEngine.from_checkpoint("demo", device=device, options=EngineOptions(max_wait_ms=0))
+    session = engine.new_session()
+    inproc = percentiles(timed(lambda: session.predict(FRAME), n, warmup=5))
+    e2e = end_to_end(engine, n)
+    engine.close()
+    return {"in_process": inproc, **{port: {**stats, "overhead_p50_ms": round(stats["p50_ms"] - inproc["p50_ms"], 3)}
+                                     for port, stats in e2e.items()}}
+
+
+def memory(engine: InferenceEngine) -> dict[str, Any]:
+    params = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    out = {"model_weights_mb": round(params / 2**20, 1),
+           "host_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if engine.device.type == "cuda":
+        out["device_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["device_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    lat = {"in-process": results["single"]["optimised"]["p50_ms"],
+           **{f"e2e {k}": v["p50_ms"] for k, v in results["end_to_end"].items()}}
+    if "naive" in results["single"]:
+        lat = {"original schedule": results["single"]["naive"]["p50_ms"], **lat}
+    a.barh(list(lat), list(lat.values()), color="#76b900")
+    a.set_xlabel("p50 latency per predict (ms)")
+    a.set_title(f"one client, {results['machine']['device']}")
+    conc = results["concurrency"]
+    xs = [c["clients"] for c in conc]
+    b.plot(xs, [c["predicts_per_s"] for c in conc], "o-", color="#76b900", label="predicts/s")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("concurrent sessions")
+    b.set_ylabel("predicts/s")
+    b2 = b.twinx()
+    b2.plot(xs, [c["p99_ms"] for c in conc], "s--", color="#555", label="p99 ms")
+    b2.set_ylabel("p99 latency (ms)")
+    b.set_title("batched throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    ap.add_argument("--iters", type=int, default=None, help="single-client iterations (default 5 CPU, 100 GPU)")
+    ap.add_argument("--concurrency", default="1,4,16,32")
+    ap.add_argument("--rounds", type=int, default=None, help="predicts per session in the concurrency test")
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--model", choices=["ng", "demo"], default="ng",
+                    help="ng: random weights in the released shape; demo: the toy model (smoke-tests this script)")
+    ap.add_argument("--compare-flags", action="store_true", help="also time each fast-path flag turned off")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = args.device.startswith("cuda")
+    iters = args.iters or (100 if gpu else 5)
+    rounds = args.rounds or (20 if gpu else 1)
+
+    results: dict[str, Any] = {"machine": {
+        "device": torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()} CPU",
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+    }}
+    log.info("protocol overhead with the demo model...")
+    results["protocol_overhead_demo"] = protocol_overhead(200, args.device)
+
+    log.info("building the ng.pt-shaped model...")
+    if args.model == "demo":
+        from nitrogen.demo import build_demo_model as build_ng_shaped_model  # noqa: F811
+    model = build_ng_shaped_model()
+    m = model.cfg.model_cfg
+    results["model"] = {"kind": args.model, "parameters": sum(p.numel() for p in model.parameters()),
+                        "steps": m.num_inference_timesteps, "horizon": m.action_horizon}
+    engine = InferenceEngine(model, ckpt_path="ng-shaped-random", device=args.device, options=EngineOptions())
+    session = engine.new_session()
+    results["single"] = {"optimised": percentiles(timed(lambda: session.predict(FRAME), iters))}
+    if not args.skip_naive:
+        log.info("original schedule...")
+        results["single"]["naive"] = percentiles(timed(lambda: naive_predict(engine), max(2, iters // 5)))
+        results["single"]["speedup_vs_naive"] = round(
+            results["single"]["naive"]["p50_ms"] / results["single"]["optimised"]["p50_ms"], 2)
+    log.info("end to end over both ports...")
+    results["end_to_end"] = end_to_end(engine, iters)
+    results["concurrency"] = []
+    for n in [int(c) for c in args.concurrency.split(",")]:
+        log.info("%d concurrent sessions...", n)
+        results["concurrency"].append(concurrency(engine, n, rounds))
+    results["memory"] = memory(engine)
+    engine.close()
+    if args.compare_flags and gpu:
+        results["ablation"] = {}
+        for flag in ("cuda_graphs", "bf16", "gpu_preprocess"):
+            e = InferenceEngine(build_ng_shaped_model(), ckpt_path="ng-shaped-random", device=args.device,
+                                options=EngineOptions(**{flag: False}))
+            s = e.new_session()
+            results["ablation"][f"{flag}=off"] = percentiles(timed(lambda: s.predict(FRAME), iters))
+            e.close()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "cuda" if gpu else "cpu"
+    (args.out / f"bench-{tag}.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / f"bench-{tag}.png")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

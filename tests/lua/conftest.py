@@ -31,8 +31,9 @@ def lua_eval(lua, tmp_path_factory):
     def run(snippet: str) -> list:
         path = folder / f"snippet_{time.monotonic_ns()}.lua"
         path.write_text(snippet)
-        proc = subprocess.run([lua, str(EVAL), str(SCRIPT), str(path)], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run(
+            [lua, str(EVAL), str(SCRIPT), str(path)], capture_output=True, text=True, timeout=30, check=False
+        )
         assert proc.returncode == 0, f"lua5.4 failed:\n{proc.stderr}"
         return [json.loads(line) for line in proc.stdout.splitlines()]
 

@@ -24,35 +24,98 @@ HARNESS = HERE / "harness.lua"
 EVAL = HERE / "eval.lua"
 READY = re.compile(r"listening tcp on ([\d.]+):(\d+)")
 
-MODEL_BUTTONS = ["BACK", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT", "DPAD_UP", "EAST", "GUIDE", "LEFT_SHOULDER",
-                 "LEFT_THUMB", "LEFT_TRIGGER", "NORTH", "RIGHT_BOTTOM", "RIGHT_LEFT", "RIGHT_RIGHT",
-                 "RIGHT_SHOULDER", "RIGHT_THUMB", "RIGHT_TRIGGER", "RIGHT_UP", "SOUTH", "START", "WEST"]
+MODEL_BUTTONS = [
+    "BACK",
+    "DPAD_DOWN",
+    "DPAD_LEFT",
+    "DPAD_RIGHT",
+    "DPAD_UP",
+    "EAST",
+    "GUIDE",
+    "LEFT_SHOULDER",
+    "LEFT_THUMB",
+    "LEFT_TRIGGER",
+    "NORTH",
+    "RIGHT_BOTTOM",
+    "RIGHT_LEFT",
+    "RIGHT_RIGHT",
+    "RIGHT_SHOULDER",
+    "RIGHT_THUMB",
+    "RIGHT_TRIGGER",
+    "RIGHT_UP",
+    "SOUTH",
+    "START",
+    "WEST",
+]
 
 
 def _dpad(p: str, up: str = "Up", down: str = "Down", left: str = "Left", right: str = "Right") -> dict:
-    return {p + up: ["DPAD_UP", "LS_UP"], p + down: ["DPAD_DOWN", "LS_DOWN"],
-            p + left: ["DPAD_LEFT", "LS_LEFT"], p + right: ["DPAD_RIGHT", "LS_RIGHT"]}
+    return {
+        p + up: ["DPAD_UP", "LS_UP"],
+        p + down: ["DPAD_DOWN", "LS_DOWN"],
+        p + left: ["DPAD_LEFT", "LS_LEFT"],
+        p + right: ["DPAD_RIGHT", "LS_RIGHT"],
+    }
 
 
 # What each console's pad must receive (BizHawk button name -> model inputs, any of which presses it);
 # the README documents the same table. LS_/RS_ = left/right stick past the dead-zone.
 PAD_SPEC: dict[str, dict[str, list[str]]] = {
-    "NES": {"P1 A": ["SOUTH"], "P1 B": ["EAST", "WEST"], "P1 Start": ["START"], "P1 Select": ["BACK"],
-            **_dpad("P1 ")},
-    "SNES": {"P1 B": ["SOUTH"], "P1 A": ["EAST"], "P1 Y": ["WEST"], "P1 X": ["NORTH"],
-             "P1 L": ["LEFT_SHOULDER", "LEFT_TRIGGER"], "P1 R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"],
-             "P1 Start": ["START"], "P1 Select": ["BACK"], **_dpad("P1 ")},
+    "NES": {
+        "P1 A": ["SOUTH"],
+        "P1 B": ["EAST", "WEST"],
+        "P1 Start": ["START"],
+        "P1 Select": ["BACK"],
+        **_dpad("P1 "),
+    },
+    "SNES": {
+        "P1 B": ["SOUTH"],
+        "P1 A": ["EAST"],
+        "P1 Y": ["WEST"],
+        "P1 X": ["NORTH"],
+        "P1 L": ["LEFT_SHOULDER", "LEFT_TRIGGER"],
+        "P1 R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"],
+        "P1 Start": ["START"],
+        "P1 Select": ["BACK"],
+        **_dpad("P1 "),
+    },
     "GB": {"A": ["SOUTH"], "B": ["EAST", "WEST"], "Start": ["START"], "Select": ["BACK"], **_dpad("")},
-    "GBA": {"A": ["SOUTH"], "B": ["EAST", "WEST"], "L": ["LEFT_SHOULDER", "LEFT_TRIGGER"],
-            "R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"], "Start": ["START"], "Select": ["BACK"], **_dpad("")},
-    "GEN": {"P1 A": ["WEST"], "P1 B": ["SOUTH"], "P1 C": ["EAST"], "P1 X": ["LEFT_SHOULDER"],
-            "P1 Y": ["NORTH"], "P1 Z": ["RIGHT_SHOULDER"], "P1 Start": ["START"], "P1 Mode": ["BACK"],
-            **_dpad("P1 ")},
-    "N64": {"P1 A": ["SOUTH"], "P1 B": ["WEST", "EAST"], "P1 Z": ["LEFT_TRIGGER"], "P1 L": ["LEFT_SHOULDER"],
-            "P1 R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"], "P1 Start": ["START"],
-            "P1 DPad U": ["DPAD_UP"], "P1 DPad D": ["DPAD_DOWN"], "P1 DPad L": ["DPAD_LEFT"],
-            "P1 DPad R": ["DPAD_RIGHT"], "P1 C Up": ["RS_UP"], "P1 C Down": ["RS_DOWN"],
-            "P1 C Left": ["RS_LEFT"], "P1 C Right": ["RS_RIGHT"]},
+    "GBA": {
+        "A": ["SOUTH"],
+        "B": ["EAST", "WEST"],
+        "L": ["LEFT_SHOULDER", "LEFT_TRIGGER"],
+        "R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"],
+        "Start": ["START"],
+        "Select": ["BACK"],
+        **_dpad(""),
+    },
+    "GEN": {
+        "P1 A": ["WEST"],
+        "P1 B": ["SOUTH"],
+        "P1 C": ["EAST"],
+        "P1 X": ["LEFT_SHOULDER"],
+        "P1 Y": ["NORTH"],
+        "P1 Z": ["RIGHT_SHOULDER"],
+        "P1 Start": ["START"],
+        "P1 Mode": ["BACK"],
+        **_dpad("P1 "),
+    },
+    "N64": {
+        "P1 A": ["SOUTH"],
+        "P1 B": ["WEST", "EAST"],
+        "P1 Z": ["LEFT_TRIGGER"],
+        "P1 L": ["LEFT_SHOULDER"],
+        "P1 R": ["RIGHT_SHOULDER", "RIGHT_TRIGGER"],
+        "P1 Start": ["START"],
+        "P1 DPad U": ["DPAD_UP"],
+        "P1 DPad D": ["DPAD_DOWN"],
+        "P1 DPad L": ["DPAD_LEFT"],
+        "P1 DPad R": ["DPAD_RIGHT"],
+        "P1 C Up": ["RS_UP"],
+        "P1 C Down": ["RS_DOWN"],
+        "P1 C Left": ["RS_LEFT"],
+        "P1 C Right": ["RS_RIGHT"],
+    },
 }
 PAD_SPEC["GBC"] = PAD_SPEC["GB"]
 STICK_DEADZONE = 0.5
@@ -87,10 +150,24 @@ class ServerProcess:
 
     def __init__(self, checkpoint: str, tcp_port: int = 0, timeout: float = 120.0):
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "nitrogen_server", "--checkpoint", checkpoint, "--device", "cpu",
-               "--host", "127.0.0.1", "--zmq-port", "0", "--tcp-port", str(tcp_port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     cwd=REPO)
+        cmd = [
+            sys.executable,
+            "-m",
+            "nitrogen_server",
+            "--checkpoint",
+            checkpoint,
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--zmq-port",
+            "0",
+            "--tcp-port",
+            str(tcp_port),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
+        )
         self.lines: list[str] = []
         found = threading.Event()
         self.port = 0
@@ -169,21 +246,36 @@ class Harness:
     def __init__(self, lua: str, folder: Path):
         self.lua, self.folder, self.count = lua, folder, 0
 
-    def start(self, system: str, config: dict, *, frames: Path | None = None, max_frames: int = 20000,
-              corrupt: tuple[int, ...] = (), frame_sleep: float = 0.0,
-              dotnet: bool = False) -> tuple[subprocess.Popen, Path]:
+    def start(
+        self,
+        system: str,
+        config: dict,
+        *,
+        frames: Path | None = None,
+        max_frames: int = 20000,
+        corrupt: tuple[int, ...] = (),
+        frame_sleep: float = 0.0,
+        dotnet: bool = False,
+    ) -> tuple[subprocess.Popen, Path]:
         self.count += 1
         logfile = self.folder / f"run_{self.count}.jsonl"
         config = {"frame_path": str(self.folder / f"frame_{self.count}.png"), **config}
-        env = dict(os.environ, NITROGEN_SCRIPT=str(SCRIPT), NITROGEN_TEST_LOG=str(logfile),
-                   NITROGEN_TEST_SYSTEM=system, NITROGEN_TEST_CONFIG=lua_literal(config),
-                   NITROGEN_TEST_MAX_FRAMES=str(max_frames), NITROGEN_TEST_FRAME_SLEEP=str(frame_sleep),
-                   NITROGEN_TEST_CORRUPT=",".join(map(str, corrupt)),
-                   NITROGEN_TEST_DOTNET="1" if dotnet else "0")
+        env = dict(
+            os.environ,
+            NITROGEN_SCRIPT=str(SCRIPT),
+            NITROGEN_TEST_LOG=str(logfile),
+            NITROGEN_TEST_SYSTEM=system,
+            NITROGEN_TEST_CONFIG=lua_literal(config),
+            NITROGEN_TEST_MAX_FRAMES=str(max_frames),
+            NITROGEN_TEST_FRAME_SLEEP=str(frame_sleep),
+            NITROGEN_TEST_CORRUPT=",".join(map(str, corrupt)),
+            NITROGEN_TEST_DOTNET="1" if dotnet else "0",
+        )
         if frames is not None:
             env["NITROGEN_TEST_FRAMES"] = str(frames)
-        proc = subprocess.Popen([self.lua, str(HARNESS)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [self.lua, str(HARNESS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         return proc, logfile
 
     @staticmethod
@@ -199,8 +291,9 @@ class Harness:
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-            raise AssertionError(f"the script did not finish in {timeout} s; last records: "
-                                 f"{self.read(logfile)[-3:]}\n{err}")
+            raise AssertionError(
+                f"the script did not finish in {timeout} s; last records: {self.read(logfile)[-3:]}\n{err}"
+            )
         return HarnessRun(proc.returncode, self.read(logfile), err)
 
     def run(self, system: str, config: dict, timeout: float = 60, **kw) -> HarnessRun:

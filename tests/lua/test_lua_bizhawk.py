@@ -29,7 +29,9 @@ def check_frame(system: str, frame: dict, g: dict, call: int, action: int, allow
     assert got == {k: v for k, v in want.items() if k not in unsure}, (system, frame["frame"], call, action)
     if system == "N64":
         x, y = expected_n64_stick(jl)
-        assert abs(frame["analog"]["P1 X Axis"] - x) <= 1 and abs(frame["analog"]["P1 Y Axis"] - y) <= 1, frame
+        assert abs(frame["analog"]["P1 X Axis"] - x) <= 1 and abs(frame["analog"]["P1 Y Axis"] - y) <= 1, (
+            frame
+        )
     else:
         assert not frame["analog"]
 
@@ -39,7 +41,9 @@ def check_clean_end(run: HarnessRun, system: str) -> None:
     assert run.end["exit_set"] == neutral(system), "the pad must be cleared when the script stops"
     assert not run.end["final_analog"], "N64 stick holds must be released when the script stops"
     assert not run.end["unknown"], f"buttons the core does not have: {run.end['unknown']}"
-    assert not run.end["non_integer"], "joypad.setanalog needs integers (BizHawk parses them with long.TryParse)"
+    assert not run.end["non_integer"], (
+        "joypad.setanalog needs integers (BizHawk parses them with long.TryParse)"
+    )
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -61,8 +65,12 @@ def test_bizhawk_transport_over_dotnet_types(harness, tiny_server, golden, golde
     """The TcpClient/NetworkStream transport BizHawk uses, run over dotnet_stub.lua's stand-in types."""
     g = golden("tiny-a")
     horizon = len(g["buttons_0"])
-    run = harness.run("N64", {"port": tiny_server.port, "max_steps": 4, "read_chunk": 64, **GOLDEN},
-                      frames=golden_frames, dotnet=True)
+    run = harness.run(
+        "N64",
+        {"port": tiny_server.port, "max_steps": 4, "read_chunk": 64, **GOLDEN},
+        frames=golden_frames,
+        dotnet=True,
+    )
     check_clean_end(run, "N64")
     assert "via dotnet" in run.console[0]
     assert len(run.frames) == 4 * horizon * repeat
@@ -73,22 +81,30 @@ def test_bizhawk_transport_over_dotnet_types(harness, tiny_server, golden, golde
 
 def test_frames_per_action_actions_per_step_and_menu(harness, tiny_server, golden, golden_frames):
     g = golden("tiny-a")
-    config = {"port": tiny_server.port, "max_steps": 2, "frames_per_action": 3, "actions_per_step": 5,
-              "allow_menu": True, **GOLDEN}
+    config = {
+        "port": tiny_server.port,
+        "max_steps": 2,
+        "frames_per_action": 3,
+        "actions_per_step": 5,
+        "allow_menu": True,
+        **GOLDEN,
+    }
     run = harness.run("SNES", config, frames=golden_frames)
     check_clean_end(run, "SNES")
     assert len(run.frames) == 2 * 5 * 3
     for k, frame in enumerate(run.frames):
         call, action = divmod(k // 3, 5)
         check_frame("SNES", frame, g, call, action, allow_menu=True)
-    assert any(f["set"]["P1 Start"] or f["set"]["P1 Select"] for f in run.frames), \
+    assert any(f["set"]["P1 Start"] or f["set"]["P1 Select"] for f in run.frames), (
         "with allow_menu the golden START/BACK presses reach the pad"
+    )
 
 
 def test_reply_arrives_in_many_small_reads(harness, tiny_server, golden, golden_frames, repeat):
     g = golden("tiny-a")
-    run = harness.run("GEN", {"port": tiny_server.port, "max_steps": 4, "read_chunk": 7, **GOLDEN},
-                      frames=golden_frames)
+    run = harness.run(
+        "GEN", {"port": tiny_server.port, "max_steps": 4, "read_chunk": 7, **GOLDEN}, frames=golden_frames
+    )
     check_clean_end(run, "GEN")
     horizon = len(g["buttons_0"])
     for k, frame in enumerate(run.frames):
@@ -112,8 +128,9 @@ def test_error_reply_is_shown_and_the_game_goes_on(harness, tiny_server):
 def test_undecodable_frame_then_recovery(harness, tiny_server, golden, golden_frames, repeat):
     g = golden("tiny-a")
     horizon = len(g["buttons_0"])
-    run = harness.run("GBA", {"port": tiny_server.port, "max_steps": 3, **GOLDEN}, frames=golden_frames,
-                      corrupt=(1,))
+    run = harness.run(
+        "GBA", {"port": tiny_server.port, "max_steps": 3, **GOLDEN}, frames=golden_frames, corrupt=(1,)
+    )
     check_clean_end(run, "GBA")
     chunk = horizon * repeat
     assert len(run.frames) == 2 * chunk + 1
@@ -121,7 +138,7 @@ def test_undecodable_frame_then_recovery(harness, tiny_server, golden, golden_fr
         check_frame("GBA", frame, g, 0, k // repeat)
     idle = run.frames[chunk]
     assert idle["set"] == neutral("GBA") and "server error: " in idle["status"]
-    for k, frame in enumerate(run.frames[chunk + 1:]):
+    for k, frame in enumerate(run.frames[chunk + 1 :]):
         check_frame("GBA", frame, g, 2, k // repeat)  # screenshot 2 went out with seed 102: golden call 2
 
 

@@ -17,9 +17,12 @@ VALID = [
     "[1,null,3,null]",  # null keeps array positions
     '{"x":1,"x":2}',  # last duplicate wins, as in Python
     "9007199254740993",  # fits a Lua integer exactly
-    ('{"status":"ok","pred":{"j_left":[[-1.0,0.5],[0.1234,-0.9999]],"j_right":[[0,0],[1,-1]],'
-     '"buttons":[[0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0],[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]]},'
-     '"repeat":2}'),
+    (
+        '{"status":"ok","pred":{"j_left":[[-1.0,0.5],[0.1234,-0.9999]],"j_right":[[0,0],[1,-1]],'
+        '"buttons":[[0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0],'
+        "[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]]},"
+        '"repeat":2}'
+    ),
     '{"status":"error","message":"bad resize_mode \'x\': expected one of pad, crop, stretch"}',
     '""',
     "[]",
@@ -27,8 +30,31 @@ VALID = [
 ]
 
 INVALID = [
-    "", "   ", "[1,]", "[1 2]", '{"a" 1}', '{"a":1,}', "{1:2}", "01", "-01", "1.", ".5", "1e", "1e+", "+1",
-    "-", '"abc', r'"\x"', r'"\u12G4"', "[1] x", "tru", "nul", "[", '{"a":', '"a\nb"', '"tab\there"',
+    "",
+    "   ",
+    "[1,]",
+    "[1 2]",
+    '{"a" 1}',
+    '{"a":1,}',
+    "{1:2}",
+    "01",
+    "-01",
+    "1.",
+    ".5",
+    "1e",
+    "1e+",
+    "+1",
+    "-",
+    '"abc',
+    r'"\x"',
+    r'"\u12G4"',
+    "[1] x",
+    "tru",
+    "nul",
+    "[",
+    '{"a":',
+    '"a\nb"',
+    '"tab\there"',
     "[" * 300 + "]" * 300,
 ]
 
@@ -49,7 +75,8 @@ def decode_all(lua_eval, texts: list[str]) -> list[dict]:
     return lua_eval(f"""
         for _, h in ipairs({{{cases}}}) do
           local ok, v = pcall(M.json.decode, unhex(h))
-          if ok then emit({{ok = true, value = v, type = math.type(v)}}) else emit({{ok = false, error = v}}) end
+          if ok then emit({{ok = true, value = v, type = math.type(v)}})
+          else emit({{ok = false, error = v}}) end
         end""")
 
 
@@ -69,7 +96,7 @@ def test_number_types_and_values(lua_eval):
 
 def test_escapes_become_utf8(lua_eval):
     got = decode_all(lua_eval, [r'"\ud83d\ude00"', r'"\u00e9"', r'"\ud800x"', r'"\/\\\""'])
-    assert [g["value"] for g in got] == ["\U0001F600", "\u00e9", "\ufffdx", '/\\"']
+    assert [g["value"] for g in got] == ["\U0001f600", "\u00e9", "\ufffdx", '/\\"']
 
 
 def test_null_is_a_sentinel_not_a_hole(lua_eval):
@@ -87,9 +114,14 @@ def test_rejects_malformed_json_with_a_position(lua_eval):
 
 def test_long_reply_round_trip(lua_eval):
     rows = 18
-    reply = {"status": "ok", "repeat": 3, "pred": {
-        "j_left": [[round(math.sin(i), 4), round(-math.cos(i), 4)] for i in range(rows)],
-        "j_right": [[-1.0, 1.0]] * rows,
-        "buttons": [[(i + j) % 2 for j in range(21)] for i in range(rows)]}}
+    reply = {
+        "status": "ok",
+        "repeat": 3,
+        "pred": {
+            "j_left": [[round(math.sin(i), 4), round(-math.cos(i), 4)] for i in range(rows)],
+            "j_right": [[-1.0, 1.0]] * rows,
+            "buttons": [[(i + j) % 2 for j in range(21)] for i in range(rows)],
+        },
+    }
     got = decode_all(lua_eval, [json.dumps(reply)])[0]
     assert got["ok"] and got["value"] == reply

@@ -15,11 +15,10 @@ def lua_list(values) -> str:
 
 
 def pads(lua_eval, system: str, actions: list[tuple], allow_menu: bool = False) -> list[dict]:
-    """Run M.action_to_pad for `system` on (buttons, j_left, j_right) tuples; the core's names are BizHawk's."""
+    """M.action_to_pad for `system` on (buttons, j_left, j_right) tuples, with the core's BizHawk names."""
     names = lua_list(PAD_SPEC[system])
     map_name = {"GBC": "GB"}.get(system, system)
-    calls = "\n".join(
-        f"emit(call({lua_list(b)}, {lua_list(jl)}, {lua_list(jr)}))" for b, jl, jr in actions)
+    calls = "\n".join(f"emit(call({lua_list(b)}, {lua_list(jl)}, {lua_list(jr)}))" for b, jl, jr in actions)
     return lua_eval(f"""
         local available = {{}}
         for _, n in ipairs({names}) do available[n] = true end
@@ -62,20 +61,29 @@ def test_sticks_through_the_deadzone(lua_eval, system):
 
 
 def test_n64_stick_scale_direction_and_deadzone(lua_eval):
-    actions = [([0] * 21, jl, (0.0, 0.0)) for jl in
-               [(1.0, 0.0), (-1.0, 0.0), (0.0, -1.0), (0.0, 1.0), (0.1, 0.1), (0.5, -0.25), (0.12, 0.0)]]
+    actions = [
+        ([0] * 21, jl, (0.0, 0.0))
+        for jl in [(1.0, 0.0), (-1.0, 0.0), (0.0, -1.0), (0.0, 1.0), (0.1, 0.1), (0.5, -0.25), (0.12, 0.0)]
+    ]
     got = [(o["analog"]["P1 X Axis"], o["analog"]["P1 Y Axis"]) for o in pads(lua_eval, "N64", actions)]
     # stick right = +X, stick up (model y < 0) = +Y; radius 0.14 is inside the 0.15 dead-zone
     assert got == [(127, 0), (-127, 0), (0, 127), (0, -127), (0, 0), (64, 32), (0, 0)]
 
 
 def test_menu_buttons_need_allow_menu(lua_eval):
-    start_select = [(one_hot("START"), (0, 0), (0, 0)), (one_hot("BACK"), (0, 0), (0, 0)),
-                    (one_hot("GUIDE"), (0, 0), (0, 0))]
-    assert [o["pad"]["P1 Start"] or o["pad"]["P1 Select"] for o in pads(lua_eval, "SNES", start_select)] == \
-        [False, False, False]
-    assert [(o["pad"]["P1 Start"], o["pad"]["P1 Select"]) for o in pads(lua_eval, "SNES", start_select, True)] \
-        == [(True, False), (False, True), (False, False)]
+    start_select = [
+        (one_hot("START"), (0, 0), (0, 0)),
+        (one_hot("BACK"), (0, 0), (0, 0)),
+        (one_hot("GUIDE"), (0, 0), (0, 0)),
+    ]
+    assert [o["pad"]["P1 Start"] or o["pad"]["P1 Select"] for o in pads(lua_eval, "SNES", start_select)] == [
+        False,
+        False,
+        False,
+    ]
+    assert [
+        (o["pad"]["P1 Start"], o["pad"]["P1 Select"]) for o in pads(lua_eval, "SNES", start_select, True)
+    ] == [(True, False), (False, True), (False, False)]
 
 
 def test_names_follow_the_running_core(lua_eval):
@@ -90,7 +98,8 @@ def test_names_follow_the_running_core(lua_eval):
         emit(names("GB", {A = true, B = true, Up = true, Down = true, Left = true, Right = true,
                           Start = true, Select = true, Power = true}))
         emit(names("GB", {["P1 A"] = true, ["P1 B"] = true, ["P1 Up"] = true, ["P1 Down"] = true,
-                          ["P1 Left"] = true, ["P1 Right"] = true, ["P1 Start"] = true, ["P1 Select"] = true}))
+                          ["P1 Left"] = true, ["P1 Right"] = true, ["P1 Start"] = true,
+                          ["P1 Select"] = true}))
         emit(names("GEN", {["P1 A"] = true, ["P1 B"] = true, ["P1 C"] = true, ["P1 Start"] = true,
                            ["P1 Up"] = true, ["P1 Down"] = true, ["P1 Left"] = true, ["P1 Right"] = true}))
         emit(names("NES", {}))""")

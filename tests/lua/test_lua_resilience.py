@@ -46,15 +46,25 @@ def test_no_server_over_dotnet_types_shows_one_line(harness):
 def test_server_killed_and_restarted_mid_run(harness, golden_dir, golden_frames):
     first = ServerProcess(str(golden_dir / "tiny-a.pt"))
     port = first.port
-    config = {"port": port, "max_steps": 6, "retry_min_frames": 10, "retry_max_frames": 60, "reply_timeout": 5,
-              "seed_base": 100, "resize_mode": "stretch"}
+    config = {
+        "port": port,
+        "max_steps": 6,
+        "retry_min_frames": 10,
+        "retry_max_frames": 60,
+        "reply_timeout": 5,
+        "seed_base": 100,
+        "resize_mode": "stretch",
+    }
     proc, logfile = harness.start("N64", config, frames=golden_frames, frame_sleep=0.005, max_frames=40000)
     second = None
     try:
         wait_for(lambda: any(r.get("shots", 0) >= 2 for r in harness.read(logfile)), 30, "two answered steps")
         first.kill()
-        wait_for(lambda: any("unreachable" in (r.get("status") or "") for r in harness.read(logfile)), 30,
-                 "the script to notice the server is gone")
+        wait_for(
+            lambda: any("unreachable" in (r.get("status") or "") for r in harness.read(logfile)),
+            30,
+            "the script to notice the server is gone",
+        )
         second = ServerProcess(str(golden_dir / "tiny-a.pt"), tcp_port=port)
         run = harness.finish(proc, logfile, timeout=90)
     finally:

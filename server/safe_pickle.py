@@ -9,6 +9,7 @@ allocates whatever size the pickle claims): they come back as `PickledImage` rec
 
 from __future__ import annotations
 
+import _compat_pickle
 import importlib
 import io
 import pickle
@@ -142,6 +143,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     allowlist: dict[tuple[str, str], Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol 0-2 pickles may use Python 2 names (__builtin__.set, copy_reg._reconstructor)
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = self.allowlist.get((module, name))
         if found is not None:
             return found

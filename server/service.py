@@ -95,6 +95,7 @@ class PolicyService:
         self._inflight += 1
         self._idle.clear()
         start = time.perf_counter()
+        log.debug("%s %s started", key, kind)
         try:
             response = await self._endpoints[type(request)](key, request)
         except (RequestError, ImageError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -10,8 +11,32 @@ from server_testkit import server_settings
 from nitrogen_server.app import ServerThread
 
 
+class _ErrorRecorder(logging.Handler):
+    """Collects ERROR records: an internal error or an asyncio task crash fails the suite."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture(scope="session")
-def demo_server() -> Iterator[ServerThread]:
+def server_errors() -> Iterator[list[logging.LogRecord]]:
+    recorder = _ErrorRecorder()
+    loggers = [logging.getLogger(name) for name in ("nitrogen_server", "asyncio")]
+    for logger in loggers:
+        logger.addHandler(recorder)
+    yield recorder.records
+    for logger in loggers:
+        logger.removeHandler(recorder)
+    problems = [f"{r.name}: {r.getMessage()}" for r in recorder.records]
+    assert not problems, "the server logged errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def demo_server(server_errors) -> Iterator[ServerThread]:
     """One demo-model server shared by the protocol, load and abuse tests."""
     with ServerThread(server_settings()) as srv:
         yield srv

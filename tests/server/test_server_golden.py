@@ -20,13 +20,13 @@ RESIZED_FRAME_ATOL = 2e-2
 
 
 @pytest.fixture(scope="module")
-def tiny_a(golden_dir) -> Iterator[ServerThread]:
+def tiny_a(golden_dir, server_errors) -> Iterator[ServerThread]:
     with ServerThread(server_settings(str(golden_dir / "tiny-a.pt"))) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def tiny_b(golden_dir) -> Iterator[ServerThread]:
+def tiny_b(golden_dir, server_errors) -> Iterator[ServerThread]:
     with ServerThread(server_settings(str(golden_dir / "tiny-b.pt"), cfg=2.0)) as srv:
         yield srv
 

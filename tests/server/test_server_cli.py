@@ -1,0 +1,124 @@
+"""The real command as a subprocess: ready lines, healthcheck, SIGTERM with requests in flight."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from server_testkit import ModelClient, TcpClient, assert_tcp_pred, assert_zmq_pred, frame
+
+from nitrogen_server.cli import main as cli_main
+from nitrogen_server.cli import serve, settings_from_args
+
+REPO = Path(__file__).resolve().parents[2]
+READY = {"zmq": re.compile(r"listening zmq on tcp://127\.0\.0\.1:(\d+)"),
+         "tcp": re.compile(r"listening tcp on 127\.0\.0\.1:(\d+)")}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+class Server:
+    """`python -m nitrogen_server` with ports 0, read back from its log."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "nitrogen_server", *args], cwd=REPO, env=ENV,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.ports = {kind: int(self.wait_for(rx).group(1)) for kind, rx in READY.items()}
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append("<EOF>")
+            self.changed.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], count: int = 1, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                hits = [m for m in map(pattern.search, self.lines) if m]
+                if len(hits) >= count:
+                    return hits[count - 1]
+                left = deadline - time.monotonic()
+                assert left > 0 and "<EOF>" not in self.lines, f"no {pattern.pattern!r} in log:\n{self.log()}"
+                self.changed.wait(left)
+
+    def log(self) -> str:
+        return "".join(self.lines[-50:])
+
+
+def healthcheck(*args: str) -> int:
+    return subprocess.run([sys.executable, "-m", "nitrogen_server", "healthcheck", *args], env=ENV,
+                          cwd=REPO, capture_output=True, timeout=60).returncode
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0():
+    # --max-wait-ms 900: the engine waits that long to fill a batch, so each predict stays in flight
+    # for about a second: long enough to be sure SIGTERM lands while both requests are running.
+    srv = Server("--checkpoint", "demo", "--host", "127.0.0.1", "--zmq-port", "0", "--tcp-port", "0",
+                 "--device", "cpu", "--log-level", "debug", "--max-wait-ms", "900")
+    try:
+        ports = ["--zmq-port", str(srv.ports["zmq"]), "--tcp-port", str(srv.ports["tcp"])]
+        assert healthcheck(*ports) == 0, srv.log()
+        img = frame(1)
+
+        def zmq_call() -> dict:
+            with ModelClient(srv.ports["zmq"]) as c:
+                return c.predict(img)
+
+        def tcp_call() -> dict:
+            with TcpClient(srv.ports["tcp"]) as c:
+                return c.request({"type": "predict"}, img.tobytes())
+
+        started = re.compile(r"(zmq|tcp):\S+ predict started")
+        with ThreadPoolExecutor(2) as pool:
+            zmq_reply, tcp_reply = pool.submit(zmq_call), pool.submit(tcp_call)
+            srv.wait_for(started, count=2)
+            srv.proc.send_signal(signal.SIGTERM)
+            assert_zmq_pred(zmq_reply.result(timeout=30))
+            assert_tcp_pred(tcp_reply.result(timeout=30))
+        assert srv.proc.wait(timeout=10) == 0, srv.log()
+        srv.wait_for(re.compile(r"received SIGTERM"))
+        srv.wait_for(re.compile(r"nitrogen_server: stopped"))
+        assert healthcheck(*ports, "--timeout", "1") == 1
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+def test_healthcheck_in_process(demo_server, capsys):
+    ports = ["--zmq-port", str(demo_server.zmq_port), "--tcp-port", str(demo_server.tcp_port)]
+    assert cli_main(["healthcheck", *ports]) == 0
+    assert cli_main(["healthcheck", "--only", "tcp", "--tcp-port", str(demo_server.tcp_port)]) == 0
+    assert cli_main(["healthcheck", "--only", "zmq", "--zmq-port", "1", "--timeout", "0.5"]) == 1
+    assert "unhealthy: zmq" in capsys.readouterr().err
+
+
+def test_bad_checkpoint_exits_2_with_a_message(tmp_path, server_errors):
+    missing = tmp_path / "nothing.pt"
+    assert serve(settings_from_args([str(missing), "--zmq-port", "0", "--tcp-port", "0"])) == 2
+    expected = [r for r in server_errors if "could not load the model" in r.getMessage()]
+    assert expected and "nothing.pt" in expected[0].getMessage()
+    for record in expected:
+        server_errors.remove(record)
+
+
+@pytest.mark.parametrize("argv", [["--tcp-port", "notaport"], ["--cfg", "-3"]])
+def test_bad_options_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code == 2

@@ -27,10 +27,22 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
 
-    def start(self, timeout: float = 120.0) -> "ServerProcess":
+    def start(self, timeout: float = 120.0) -> ServerProcess:
         cmd = [
-            sys.executable, "-m", "nitrogen_server", "--checkpoint", self.checkpoint, "--host", "127.0.0.1",
-            "--zmq-port", str(self.zmq_port), "--tcp-port", str(self.tcp_port), "--device", "cpu", *self.extra,
+            sys.executable,
+            "-m",
+            "nitrogen_server",
+            "--checkpoint",
+            self.checkpoint,
+            "--host",
+            "127.0.0.1",
+            "--zmq-port",
+            str(self.zmq_port),
+            "--tcp-port",
+            str(self.tcp_port),
+            "--device",
+            "cpu",
+            *self.extra,
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self.lines = []

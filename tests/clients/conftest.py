@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from client_testkit import GOLDEN_DIR, REPO, ServerProcess
 
 # Test the working tree's client, not whatever copy pip installed earlier.
@@ -25,7 +24,7 @@ def golden() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def server() -> ServerProcess:
-    """One server on the golden tiny-a checkpoint for the whole client suite (loads in well under a second)."""
+    """One server on the golden tiny-a checkpoint for the whole client suite (it loads quickly)."""
     ckpt = GOLDEN_DIR / "tiny-a.pt"
     if not ckpt.exists():
         pytest.fail(f"golden checkpoint missing: {ckpt} (set NITROGEN_GOLDEN_DIR)")

@@ -9,10 +9,9 @@ import socket
 import numpy as np
 import pytest
 import zmq
-from PIL import Image
-
 from nitrogen_client import BUTTON_NAMES, ClientError, ModelClient, ServerError, TcpClient
 from nitrogen_client.images import encode_png
+from PIL import Image
 
 PROTOCOLS = ["zmq", "tcp-png", "tcp-raw"]
 
@@ -58,8 +57,12 @@ def test_seeded_predictions_match_golden(server, golden, protocol):
         for i in range(int(golden["n_steps"])):
             pred = client.predict(golden[f"image_{i}"], seed=100 + i)
             for key in ("j_left", "j_right"):
-                np.testing.assert_allclose(pred[key], golden[f"{key}_{i}"], atol=2e-3, err_msg=f"{key} call {i}")
-            np.testing.assert_array_equal(pred["buttons"], golden[f"buttons_{i}"], err_msg=f"buttons call {i}")
+                np.testing.assert_allclose(
+                    pred[key], golden[f"{key}_{i}"], atol=2e-3, err_msg=f"{key} call {i}"
+                )
+            np.testing.assert_array_equal(
+                pred["buttons"], golden[f"buttons_{i}"], err_msg=f"buttons call {i}"
+            )
 
 
 def test_both_ports_give_the_same_prediction(server, golden):
@@ -72,8 +75,10 @@ def test_both_ports_give_the_same_prediction(server, golden):
 
 def test_named_sessions_are_accepted(server, golden):
     """A client-chosen session name (kept across reconnects) goes with every request on both ports."""
-    with ModelClient("127.0.0.1", server.zmq_port, session="py-client-test") as z, \
-            TcpClient("127.0.0.1", server.tcp_port, session="py-client-test") as t:
+    with (
+        ModelClient("127.0.0.1", server.zmq_port, session="py-client-test") as z,
+        TcpClient("127.0.0.1", server.tcp_port, session="py-client-test") as t,
+    ):
         for client in (z, t):
             client.reset()
             assert "action_horizon" in client.info()
@@ -123,7 +128,9 @@ def test_zmq_server_errors_carry_the_servers_message(server, golden):
         with pytest.raises(ServerError) as err:
             client.request({"type": "bogus"})
         assert err.value.message == raw_zmq(server.zmq_port, {"type": "bogus"})["message"]
-        check_prediction(client.predict(golden["image_0"]), len(golden["j_left_0"]))  # still fine after errors
+        check_prediction(
+            client.predict(golden["image_0"]), len(golden["j_left_0"])
+        )  # still fine after errors
 
 
 def test_tcp_server_errors_carry_the_servers_message(server, golden):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-
+from client_testkit import REPO
 from nitrogen_client import BUTTON_NAMES
 from nitrogen_client.gamepad import (
     MENU_BUTTONS,
@@ -21,8 +21,6 @@ from nitrogen_client.gamepad import (
     stick_axis_y,
 )
 from nitrogen_client.windows import WindowNotFoundError, find_window, not_found_message, similar_names
-
-from client_testkit import REPO
 
 
 def buttons(*names: str) -> np.ndarray:
@@ -44,8 +42,13 @@ def test_action_state_triggers_buttons_and_menu_guard():
     row = buttons("SOUTH", "LEFT_TRIGGER", "START", "BACK", "GUIDE", "DPAD_UP", "RIGHT_UP")
     s = action_state([0.25, 1.0], [-1.0, -0.5], row)
     assert s == PadState(
-        left_x=8191, left_y=-32768, right_x=-32767, right_y=16382,
-        left_trigger=255, right_trigger=0, buttons=frozenset({"SOUTH", "DPAD_UP"}),
+        left_x=8191,
+        left_y=-32768,
+        right_x=-32767,
+        right_y=16382,
+        left_trigger=255,
+        right_trigger=0,
+        buttons=frozenset({"SOUTH", "DPAD_UP"}),
     )
     allowed = action_state([0, 0], [0, 0], row, allow_menu=True)
     assert allowed.buttons == frozenset({"SOUTH", "DPAD_UP"}) | MENU_BUTTONS
@@ -102,18 +105,33 @@ def test_windows_only_parts_fail_clearly_elsewhere():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env_path = str(REPO / "clients" / "python" / "src")
+    src = str(REPO / "clients" / "python" / "src")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from nitrogen_client.cli import main;"
+        " raise SystemExit(main(sys.argv[2:]))"
+    )
     return subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from nitrogen_client.cli import main;"
-         " raise SystemExit(main(sys.argv[2:]))", env_path, *args],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code, src, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_cli_help_lists_the_flags():
     out = run_cli("--help")
     assert out.returncode == 0
-    for flag in ("--process", "--host", "--port", "--protocol", "--allow-menu", "--controller", "--fps", "--record"):
+    for flag in (
+        "--process",
+        "--host",
+        "--port",
+        "--protocol",
+        "--allow-menu",
+        "--controller",
+        "--fps",
+        "--record",
+    ):
         assert flag in out.stdout
 
 
@@ -129,9 +147,15 @@ def test_package_imports_without_torch():
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import nitrogen_client, nitrogen_client.cli, nitrogen_client.player, nitrogen_client.capture,"
         " nitrogen_client.gamepad, nitrogen_client.windows, nitrogen_client.recorder;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nitrogen', 'dxcam', 'vgamepad'));"
+        "heavy = ('torch', 'nitrogen', 'dxcam', 'vgamepad');"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy);"
         "assert not bad, bad"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "clients" / "python" / "src")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "clients" / "python" / "src")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from client_testkit import REPO
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from client_testkit import REPO
 
 CLIENT_DIR = REPO / "clients" / "python"
 HEAVY = {"torch", "torchvision", "transformers", "diffusers", "nitrogen-server"}
@@ -21,7 +20,10 @@ def pip_report(tmp_path: Path, *args: str) -> list[dict]:
     report = tmp_path / "report.json"
     out = subprocess.run(
         [sys.executable, "-m", "pip", *args, "--dry-run", "--quiet", "--report", str(report)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, f"pip failed (is PyPI reachable?):\n{out.stderr[-3000:]}"
     return json.loads(report.read_text())["install"]
@@ -43,7 +45,11 @@ def test_install_resolves_only_the_thin_set(tmp_path):
     reqs = [Requirement(r) for r in meta["requires_dist"]]
 
     def wanted(platform: str) -> set[str]:
-        env = {**default_environment(), "sys_platform": platform, "platform_system": "Windows" if platform == "win32" else "Linux"}
+        env = {
+            **default_environment(),
+            "sys_platform": platform,
+            "platform_system": "Windows" if platform == "win32" else "Linux",
+        }
         return {canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate(env)}
 
     assert wanted("linux") == {"pyzmq", "numpy", "pillow"}
@@ -54,12 +60,22 @@ def test_install_resolves_only_the_thin_set(tmp_path):
     # dependency on Windows (libevdev elsewhere).
     win_env = {**default_environment(), "sys_platform": "win32", "platform_system": "Windows"}
     win_reqs = sorted(
-        str(r).split(";")[0] for r in reqs
+        str(r).split(";")[0]
+        for r in reqs
         if (r.marker is None or r.marker.evaluate(win_env)) and canonicalize_name(r.name) != "vgamepad"
     )
     win = pip_report(
-        tmp_path, "install", "--target", str(tmp_path / "t"), "--ignore-installed", "--platform", "win_amd64",
-        "--python-version", "3.11", "--only-binary=:all:", *win_reqs,
+        tmp_path,
+        "install",
+        "--target",
+        str(tmp_path / "t"),
+        "--ignore-installed",
+        "--platform",
+        "win_amd64",
+        "--python-version",
+        "3.11",
+        "--only-binary=:all:",
+        *win_reqs,
     )
     win_names = {canonicalize_name(i["metadata"]["name"]) for i in win}
     assert {"dxcam", "pyzmq", "numpy", "pillow"} <= win_names

@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from nitrogen_client import BUTTON_NAMES, ModelClient, PolicyClient, TcpClient
 from nitrogen_client.capture import Capture
 from nitrogen_client.gamepad import Pad, PadState
 from nitrogen_client.player import Player, PlayerOptions
 from nitrogen_client.recorder import Recorder
+from PIL import Image
 
 FAST = 5000.0  # pad frames per second: keeps the loop quick; pacing itself is not under test
 MENU = {"START", "BACK", "GUIDE"}
@@ -93,8 +92,10 @@ def expected_state(j_left, j_right, row, allow_menu: bool) -> PadState:
     pressed = {BUTTON_NAMES[k] for k in np.flatnonzero(row > 0.5)}
     held = pressed - NOT_ON_A_PAD - (set() if allow_menu else MENU)
     return PadState(
-        left_x=clamp(int(j_left[0] * 32767)), left_y=clamp(-int(j_left[1] * 32767) - 1),
-        right_x=clamp(int(j_right[0] * 32767)), right_y=clamp(-int(j_right[1] * 32767) - 1),
+        left_x=clamp(int(j_left[0] * 32767)),
+        left_y=clamp(-int(j_left[1] * 32767) - 1),
+        right_x=clamp(int(j_right[0] * 32767)),
+        right_y=clamp(-int(j_right[1] * 32767) - 1),
         left_trigger=255 if "LEFT_TRIGGER" in pressed else 0,
         right_trigger=255 if "RIGHT_TRIGGER" in pressed else 0,
         buttons=frozenset(held),
@@ -156,7 +157,9 @@ def test_player_plays_the_exact_pad_calls(server, golden, tmp_path, protocol):
     assert [ln["pad"] for ln in lines] == [s.to_json() for s in states[::repeat]]
     assert all(ln["repeat"] == repeat for ln in lines)
     for i, (sent, _) in enumerate(spy.sent):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "rec" / "frames" / f"{i:06d}.png")), sent)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "rec" / "frames" / f"{i:06d}.png")), sent
+        )
 
 
 def test_allow_menu_passes_menu_buttons(server, golden):
@@ -213,7 +216,11 @@ def test_reconnect_after_server_restart(server):
         before = {k: r[2].stats.predictions for k, r in runs.items()}
         srv.start()  # same ports as before
         for k, (_, _, player, _) in runs.items():
-            wait_for(lambda p=player, n=before[k]: p.stats.predictions >= n + 2, 90, f"{k} predictions after restart")
+            wait_for(
+                lambda p=player, n=before[k]: p.stats.predictions >= n + 2,
+                90,
+                f"{k} predictions after restart",
+            )
         for client, pad, player, thread in runs.values():
             player.stop()
             thread.join(30)

@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 import zmq
-
 from nitrogen_client import ModelClient, ServerTimeout, TcpClient, TransportError
 
 
@@ -66,9 +65,11 @@ def test_unreachable_tcp_server_is_a_transport_error():
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
-    with TcpClient("127.0.0.1", port, timeout_s=2) as client:
-        with pytest.raises(TransportError, match=f"127.0.0.1:{port}"):
-            client.info()
+    with (
+        TcpClient("127.0.0.1", port, timeout_s=2) as client,
+        pytest.raises(TransportError, match=f"127.0.0.1:{port}"),
+    ):
+        client.info()
 
 
 @pytest.mark.parametrize("protocol", ["zmq", "tcp"])

@@ -10,14 +10,26 @@ from .tcp_client import TcpClient
 from .zmq_client import ModelClient
 
 __all__ = [
-    "BUTTON_NAMES", "ClientError", "ModelClient", "PolicyClient", "Prediction", "ProtocolError",
-    "ServerError", "ServerTimeout", "TcpClient", "TransportError", "connect", "parse_prediction",
+    "BUTTON_NAMES",
+    "ClientError",
+    "ModelClient",
+    "PolicyClient",
+    "Prediction",
+    "ProtocolError",
+    "ServerError",
+    "ServerTimeout",
+    "TcpClient",
+    "TransportError",
+    "connect",
+    "parse_prediction",
 ]
 __version__ = "0.1.0"
 
 
-def connect(host: str = "localhost", port: int = 5555, protocol: str = "auto", timeout_s: float = 30.0) -> PolicyClient:
-    """A client for ``host:port``: ``protocol`` "zmq", "tcp", or "auto" (5556 -> tcp, anything else -> zmq)."""
+def connect(
+    host: str = "localhost", port: int = 5555, protocol: str = "auto", timeout_s: float = 30.0
+) -> PolicyClient:
+    """A client for ``host:port``; ``protocol``: "zmq", "tcp", or "auto" (5556 -> tcp, else zmq)."""
     if protocol == "auto":
         protocol = "tcp" if int(port) == 5556 else "zmq"
     if protocol == "zmq":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -12,10 +13,30 @@ from .errors import ProtocolError, ServerError
 
 # Index -> name of the 21 button outputs, as the model emits them (server info()["buttons"] agrees).
 BUTTON_NAMES: tuple[str, ...] = (
-    "BACK", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT", "DPAD_UP", "EAST", "GUIDE", "LEFT_SHOULDER",
-    "LEFT_THUMB", "LEFT_TRIGGER", "NORTH", "RIGHT_BOTTOM", "RIGHT_LEFT", "RIGHT_RIGHT", "RIGHT_SHOULDER",
-    "RIGHT_THUMB", "RIGHT_TRIGGER", "RIGHT_UP", "SOUTH", "START", "WEST",
+    "BACK",
+    "DPAD_DOWN",
+    "DPAD_LEFT",
+    "DPAD_RIGHT",
+    "DPAD_UP",
+    "EAST",
+    "GUIDE",
+    "LEFT_SHOULDER",
+    "LEFT_THUMB",
+    "LEFT_TRIGGER",
+    "NORTH",
+    "RIGHT_BOTTOM",
+    "RIGHT_LEFT",
+    "RIGHT_RIGHT",
+    "RIGHT_SHOULDER",
+    "RIGHT_THUMB",
+    "RIGHT_TRIGGER",
+    "RIGHT_UP",
+    "SOUTH",
+    "START",
+    "WEST",
 )
+
+_C = TypeVar("_C", bound="PolicyClient")
 
 Prediction = dict[str, np.ndarray]
 """``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}``, all float32."""
@@ -77,7 +98,7 @@ class PolicyClient(ABC):
     def close(self) -> None:
         """Release the connection; safe to call twice."""
 
-    def __enter__(self) -> "PolicyClient":
+    def __enter__(self: _C) -> _C:  # noqa: PYI019 (typing.Self needs 3.11; we support 3.10)
         return self
 
     def __exit__(

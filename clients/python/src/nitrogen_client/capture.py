@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from typing import TypeVar
 
 import numpy as np
 
 from .windows import Rect, client_rect, make_dpi_aware, monitor_rect
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T", bound="Capture")
 
 
 class Capture(ABC):
@@ -27,7 +29,7 @@ class Capture(ABC):
     def close(self) -> None:
         """Stop capturing; safe to call twice."""
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self: _T) -> _T:  # noqa: PYI019 (typing.Self needs 3.11; we support 3.10)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -62,8 +64,10 @@ class DxcamCapture(Capture):
         client, mon = client_rect(self.hwnd), monitor_rect(self.hwnd)
         # Monitor-relative and clipped to it: dxcam refuses regions outside its output.
         r = Rect(
-            max(client.left - mon.left, 0), max(client.top - mon.top, 0),
-            min(client.right - mon.left, mon.width), min(client.bottom - mon.top, mon.height),
+            max(client.left - mon.left, 0),
+            max(client.top - mon.top, 0),
+            min(client.right - mon.left, mon.width),
+            min(client.bottom - mon.top, mon.height),
         )
         if r.width <= 0 or r.height <= 0:
             raise RuntimeError(f"the game window's client area {client} is not on the captured monitor {mon}")
@@ -80,7 +84,7 @@ class DxcamCapture(Capture):
         if self._camera.is_capturing:
             self._camera.stop()
         log.info("capturing region %s at %g fps", region, self.fps)
-        self._camera.start(region=region, target_fps=int(round(self.fps)), video_mode=True)
+        self._camera.start(region=region, target_fps=round(self.fps), video_mode=True)
         self._region = region
 
     def latest(self) -> np.ndarray:

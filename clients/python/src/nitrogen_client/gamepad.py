@@ -26,10 +26,25 @@ MENU_BUTTONS = frozenset({"START", "BACK", "GUIDE"})
 TRIGGERS = ("LEFT_TRIGGER", "RIGHT_TRIGGER")
 # Digital buttons a real pad has. RIGHT_BOTTOM/LEFT/RIGHT/UP are model outputs with no pad control
 # (the original player drops them too); they are kept in recordings but never pressed.
-PAD_BUTTONS = frozenset({
-    "DPAD_UP", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT", "SOUTH", "EAST", "WEST", "NORTH",
-    "LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_THUMB", "RIGHT_THUMB", "START", "BACK", "GUIDE",
-})
+PAD_BUTTONS = frozenset(
+    {
+        "DPAD_UP",
+        "DPAD_DOWN",
+        "DPAD_LEFT",
+        "DPAD_RIGHT",
+        "SOUTH",
+        "EAST",
+        "WEST",
+        "NORTH",
+        "LEFT_SHOULDER",
+        "RIGHT_SHOULDER",
+        "LEFT_THUMB",
+        "RIGHT_THUMB",
+        "START",
+        "BACK",
+        "GUIDE",
+    }
+)
 
 Controller = Literal["xbox", "ps4"]
 
@@ -49,8 +64,10 @@ class PadState:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form for recordings (buttons sorted, so lines diff cleanly)."""
         return {
-            "left": [self.left_x, self.left_y], "right": [self.right_x, self.right_y],
-            "left_trigger": self.left_trigger, "right_trigger": self.right_trigger,
+            "left": [self.left_x, self.left_y],
+            "right": [self.right_x, self.right_y],
+            "left_trigger": self.left_trigger,
+            "right_trigger": self.right_trigger,
             "buttons": sorted(self.buttons),
         }
 
@@ -112,24 +129,44 @@ class Pad(ABC):
 
 
 _XBOX_BUTTONS = {
-    "DPAD_UP": "XUSB_GAMEPAD_DPAD_UP", "DPAD_DOWN": "XUSB_GAMEPAD_DPAD_DOWN",
-    "DPAD_LEFT": "XUSB_GAMEPAD_DPAD_LEFT", "DPAD_RIGHT": "XUSB_GAMEPAD_DPAD_RIGHT",
-    "START": "XUSB_GAMEPAD_START", "BACK": "XUSB_GAMEPAD_BACK", "GUIDE": "XUSB_GAMEPAD_GUIDE",
-    "LEFT_THUMB": "XUSB_GAMEPAD_LEFT_THUMB", "RIGHT_THUMB": "XUSB_GAMEPAD_RIGHT_THUMB",
-    "LEFT_SHOULDER": "XUSB_GAMEPAD_LEFT_SHOULDER", "RIGHT_SHOULDER": "XUSB_GAMEPAD_RIGHT_SHOULDER",
-    "SOUTH": "XUSB_GAMEPAD_A", "EAST": "XUSB_GAMEPAD_B", "WEST": "XUSB_GAMEPAD_X", "NORTH": "XUSB_GAMEPAD_Y",
+    "DPAD_UP": "XUSB_GAMEPAD_DPAD_UP",
+    "DPAD_DOWN": "XUSB_GAMEPAD_DPAD_DOWN",
+    "DPAD_LEFT": "XUSB_GAMEPAD_DPAD_LEFT",
+    "DPAD_RIGHT": "XUSB_GAMEPAD_DPAD_RIGHT",
+    "START": "XUSB_GAMEPAD_START",
+    "BACK": "XUSB_GAMEPAD_BACK",
+    "GUIDE": "XUSB_GAMEPAD_GUIDE",
+    "LEFT_THUMB": "XUSB_GAMEPAD_LEFT_THUMB",
+    "RIGHT_THUMB": "XUSB_GAMEPAD_RIGHT_THUMB",
+    "LEFT_SHOULDER": "XUSB_GAMEPAD_LEFT_SHOULDER",
+    "RIGHT_SHOULDER": "XUSB_GAMEPAD_RIGHT_SHOULDER",
+    "SOUTH": "XUSB_GAMEPAD_A",
+    "EAST": "XUSB_GAMEPAD_B",
+    "WEST": "XUSB_GAMEPAD_X",
+    "NORTH": "XUSB_GAMEPAD_Y",
 }
 _DS4_BUTTONS = {
-    "START": "DS4_BUTTON_OPTIONS", "BACK": "DS4_BUTTON_SHARE",
-    "LEFT_THUMB": "DS4_BUTTON_THUMB_LEFT", "RIGHT_THUMB": "DS4_BUTTON_THUMB_RIGHT",
-    "LEFT_SHOULDER": "DS4_BUTTON_SHOULDER_LEFT", "RIGHT_SHOULDER": "DS4_BUTTON_SHOULDER_RIGHT",
-    "SOUTH": "DS4_BUTTON_CROSS", "EAST": "DS4_BUTTON_CIRCLE", "WEST": "DS4_BUTTON_SQUARE",
+    "START": "DS4_BUTTON_OPTIONS",
+    "BACK": "DS4_BUTTON_SHARE",
+    "LEFT_THUMB": "DS4_BUTTON_THUMB_LEFT",
+    "RIGHT_THUMB": "DS4_BUTTON_THUMB_RIGHT",
+    "LEFT_SHOULDER": "DS4_BUTTON_SHOULDER_LEFT",
+    "RIGHT_SHOULDER": "DS4_BUTTON_SHOULDER_RIGHT",
+    "SOUTH": "DS4_BUTTON_CROSS",
+    "EAST": "DS4_BUTTON_CIRCLE",
+    "WEST": "DS4_BUTTON_SQUARE",
     "NORTH": "DS4_BUTTON_TRIANGLE",
 }
 # The DS4 d-pad is a hat: (up, down, left, right) -> direction name.
 _DS4_HAT = {
-    (1, 0, 0, 0): "NORTH", (1, 0, 0, 1): "NORTHEAST", (0, 0, 0, 1): "EAST", (0, 1, 0, 1): "SOUTHEAST",
-    (0, 1, 0, 0): "SOUTH", (0, 1, 1, 0): "SOUTHWEST", (0, 0, 1, 0): "WEST", (1, 0, 1, 0): "NORTHWEST",
+    (1, 0, 0, 0): "NORTH",
+    (1, 0, 0, 1): "NORTHEAST",
+    (0, 0, 0, 1): "EAST",
+    (0, 1, 0, 1): "SOUTHEAST",
+    (0, 1, 0, 0): "SOUTH",
+    (0, 1, 1, 0): "SOUTHWEST",
+    (0, 0, 1, 0): "WEST",
+    (1, 0, 1, 0): "NORTHWEST",
 }
 
 
@@ -182,7 +219,9 @@ class VGamepadPad(Pad):
                     pad.press_button(button=getattr(vg.DS4_BUTTONS, _DS4_BUTTONS[name]))
             if "GUIDE" in state.buttons:
                 pad.press_special_button(special_button=vg.DS4_SPECIAL_BUTTONS.DS4_SPECIAL_BUTTON_PS)
-            pad.directional_pad(direction=getattr(vg.DS4_DPAD_DIRECTIONS, f"DS4_BUTTON_DPAD_{ds4_hat(state.buttons)}"))
+            pad.directional_pad(
+                direction=getattr(vg.DS4_DPAD_DIRECTIONS, f"DS4_BUTTON_DPAD_{ds4_hat(state.buttons)}")
+            )
             pad.left_joystick(x_value=ds4_axis(state.left_x), y_value=ds4_axis(state.left_y, flip=True))
             pad.right_joystick(x_value=ds4_axis(state.right_x), y_value=ds4_axis(state.right_y, flip=True))
         pad.left_trigger(value=state.left_trigger)

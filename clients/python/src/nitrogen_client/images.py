@@ -17,7 +17,9 @@ def to_rgb_array(image: Any) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"image must be an H x W x 3 uint8 RGB array or a PIL image, got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"image must be an H x W x 3 uint8 RGB array or a PIL image, got {arr.dtype} {arr.shape}"
+        )
     return arr
 
 

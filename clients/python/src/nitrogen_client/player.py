@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -122,7 +122,9 @@ class Player:
                     self.pad.reset()
                     if server_errors >= self.options.max_server_errors:
                         raise
-                    log.error("server error %d/%d: %s", server_errors, self.options.max_server_errors, exc.message)
+                    log.error(
+                        "server error %d/%d: %s", server_errors, self.options.max_server_errors, exc.message
+                    )
                     self._sleep(self.options.reconnect_delay_s)
         finally:
             try:
@@ -130,7 +132,9 @@ class Player:
             finally:
                 log.info(
                     "player stopped: %d predictions, %d pad frames, %d reconnects",
-                    self.stats.predictions, self.stats.pad_frames, self.stats.reconnects,
+                    self.stats.predictions,
+                    self.stats.pad_frames,
+                    self.stats.reconnects,
                 )
         return self.stats
 
@@ -152,13 +156,18 @@ class Player:
                 continue
             repeat = info.get("action_downsample_ratio")
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-                raise ProtocolError(f"server info has action_downsample_ratio={repeat!r}; expected an int >= 1")
+                raise ProtocolError(
+                    f"server info has action_downsample_ratio={repeat!r}; expected an int >= 1"
+                )
             self.repeat, self.info = repeat, info
             if self.recorder is not None:
                 self.recorder.record_info(info)
             log.info(
                 "connected: checkpoint %s, horizon %s, each action held %d frames at %g fps",
-                info.get("ckpt_path"), info.get("action_horizon"), repeat, self.options.fps,
+                info.get("ckpt_path"),
+                info.get("action_horizon"),
+                repeat,
+                self.options.fps,
             )
             return
 

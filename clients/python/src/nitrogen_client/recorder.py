@@ -36,7 +36,9 @@ class Recorder:
     def record_info(self, info: dict[str, Any]) -> None:
         """Keep the server's info for each connection (the checkpoint and repeat in force)."""
         self._infos.append(info)
-        (self.directory / "info.json").write_text(json.dumps(self._infos, indent=1, default=str), encoding="utf-8")
+        (self.directory / "info.json").write_text(
+            json.dumps(self._infos, indent=1, default=str), encoding="utf-8"
+        )
 
     def record(self, step: int, frame: Any, pred: Prediction, states: list[PadState], repeat: int) -> None:
         """One prediction: the frame as PNG and one JSON line per step (raw outputs + pad state)."""

@@ -67,8 +67,10 @@ class TcpClient(PolicyClient):
         if self._sock is None:
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-            except socket.timeout:
-                raise ServerTimeout(f"connecting to {self.address} timed out after {self.timeout_s:g} s") from None
+            except TimeoutError:
+                raise ServerTimeout(
+                    f"connecting to {self.address} timed out after {self.timeout_s:g} s"
+                ) from None
             except OSError as exc:
                 raise TransportError(f"cannot connect to {self.address}: {exc}") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -96,7 +98,9 @@ class TcpClient(PolicyClient):
                 del self._buffer[: end + 1]
                 return line
             if len(self._buffer) > self.max_reply_bytes:
-                raise ProtocolError(f"reply from {self.address} exceeds {self.max_reply_bytes} bytes without a newline")
+                raise ProtocolError(
+                    f"reply from {self.address} exceeds {self.max_reply_bytes} bytes without a newline"
+                )
             chunk = sock.recv(65536)
             if not chunk:
                 raise TransportError(f"{self.address} closed the connection before a full reply line")
@@ -114,7 +118,7 @@ class TcpClient(PolicyClient):
         try:
             sock.sendall(data + payload)  # one write: header and payload leave together
             line = self._read_line(sock)
-        except socket.timeout:
+        except TimeoutError:
             self._drop()
             raise ServerTimeout(
                 f"no reply to {request_type!r} from {self.address} within {self.timeout_s:g} s "

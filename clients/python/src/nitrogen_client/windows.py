@@ -7,9 +7,11 @@ the "did you mean" list are plain functions tested everywhere.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,11 @@ def similar_names(wanted: str, names: list[str], limit: int = 8) -> list[str]:
 def not_found_message(wanted: str, names: list[str]) -> str:
     """The error text for a missing process: what was asked, and what is running that resembles it."""
     close = similar_names(wanted, names)
-    hint = f" Similar running processes: {', '.join(close)}." if close else " No running process has a similar name."
+    hint = (
+        f" Similar running processes: {', '.join(close)}."
+        if close
+        else " No running process has a similar name."
+    )
     return f"no running process named {wanted!r} (case-insensitive) has a visible window.{hint}"
 
 
@@ -72,84 +78,118 @@ def _require_windows() -> None:
         raise OSError(f"finding a game window needs Windows (Win32); this is {sys.platform}")
 
 
-def make_dpi_aware() -> None:
-    """Ask for physical-pixel coordinates, so window rectangles match what the screen grabber sees."""
-    _require_windows()
-    import ctypes
-
-    try:
-        ctypes.windll.user32.SetProcessDpiAwarenessContext(ctypes.c_void_p(-4))  # per-monitor v2
-    except (AttributeError, OSError):
-        try:
-            ctypes.windll.shcore.SetProcessDpiAwareness(2)
-        except (AttributeError, OSError):
-            ctypes.windll.user32.SetProcessDPIAware()
-
-
-def list_processes() -> dict[int, str]:
-    """pid -> executable name of every running process (Toolhelp snapshot)."""
+@functools.lru_cache(maxsize=1)
+def _win32() -> SimpleNamespace:
+    """Private DLL handles with full prototypes: without argtypes ctypes passes ints as 32-bit C ints,
+    which breaks 64-bit handles. Built once, on first use (Windows only)."""
     _require_windows()
     import ctypes
     from ctypes import wintypes
 
     class PROCESSENTRY32W(ctypes.Structure):
         _fields_ = [
-            ("dwSize", wintypes.DWORD), ("cntUsage", wintypes.DWORD), ("th32ProcessID", wintypes.DWORD),
-            ("th32DefaultHeapID", ctypes.c_size_t), ("th32ModuleID", wintypes.DWORD),
-            ("cntThreads", wintypes.DWORD), ("th32ParentProcessID", wintypes.DWORD),
-            ("pcPriClassBase", ctypes.c_long), ("dwFlags", wintypes.DWORD),
+            ("dwSize", wintypes.DWORD),
+            ("cntUsage", wintypes.DWORD),
+            ("th32ProcessID", wintypes.DWORD),
+            ("th32DefaultHeapID", ctypes.c_size_t),
+            ("th32ModuleID", wintypes.DWORD),
+            ("cntThreads", wintypes.DWORD),
+            ("th32ParentProcessID", wintypes.DWORD),
+            ("pcPriClassBase", ctypes.c_long),
+            ("dwFlags", wintypes.DWORD),
             ("szExeFile", wintypes.WCHAR * 260),
         ]
 
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    kernel32.CreateToolhelp32Snapshot.restype = wintypes.HANDLE
-    snapshot = kernel32.CreateToolhelp32Snapshot(0x00000002, 0)  # TH32CS_SNAPPROCESS
-    if snapshot in (None, wintypes.HANDLE(-1).value):
-        raise ctypes.WinError(ctypes.get_last_error())
+    class MONITORINFO(ctypes.Structure):
+        _fields_ = [
+            ("cbSize", wintypes.DWORD),
+            ("rcMonitor", wintypes.RECT),
+            ("rcWork", wintypes.RECT),
+            ("dwFlags", wintypes.DWORD),
+        ]
+
+    enum_proc = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    u32 = ctypes.WinDLL("user32", use_last_error=True)
+    HWND, HANDLE, DWORD, BOOL = wintypes.HWND, wintypes.HANDLE, wintypes.DWORD, wintypes.BOOL
+    protos = [
+        (k32.CreateToolhelp32Snapshot, HANDLE, [DWORD, DWORD]),
+        (k32.Process32FirstW, BOOL, [HANDLE, ctypes.POINTER(PROCESSENTRY32W)]),
+        (k32.Process32NextW, BOOL, [HANDLE, ctypes.POINTER(PROCESSENTRY32W)]),
+        (k32.CloseHandle, BOOL, [HANDLE]),
+        (u32.EnumWindows, BOOL, [enum_proc, wintypes.LPARAM]),
+        (u32.GetWindowThreadProcessId, DWORD, [HWND, ctypes.POINTER(DWORD)]),
+        (u32.IsWindowVisible, BOOL, [HWND]),
+        (u32.GetWindowTextLengthW, ctypes.c_int, [HWND]),
+        (u32.GetWindowTextW, ctypes.c_int, [HWND, wintypes.LPWSTR, ctypes.c_int]),
+        (u32.GetClientRect, BOOL, [HWND, ctypes.POINTER(wintypes.RECT)]),
+        (u32.ClientToScreen, BOOL, [HWND, ctypes.POINTER(wintypes.POINT)]),
+        (u32.MonitorFromWindow, HANDLE, [HWND, DWORD]),
+        (u32.GetMonitorInfoW, BOOL, [HANDLE, ctypes.POINTER(MONITORINFO)]),
+    ]
+    for fn, restype, argtypes in protos:
+        fn.restype, fn.argtypes = restype, argtypes
+    return SimpleNamespace(
+        ctypes=ctypes,
+        wt=wintypes,
+        k32=k32,
+        u32=u32,
+        enum_proc=enum_proc,
+        PROCESSENTRY32W=PROCESSENTRY32W,
+        MONITORINFO=MONITORINFO,
+    )
+
+
+def make_dpi_aware() -> None:
+    """Ask for physical-pixel coordinates, so window rectangles match what the screen grabber sees."""
+    w = _win32()
+    windll = w.ctypes.windll
+    try:
+        windll.user32.SetProcessDpiAwarenessContext(w.ctypes.c_void_p(-4))  # per-monitor v2
+    except (AttributeError, OSError):
+        try:
+            windll.shcore.SetProcessDpiAwareness(2)
+        except (AttributeError, OSError):
+            windll.user32.SetProcessDPIAware()
+
+
+def list_processes() -> dict[int, str]:
+    """pid -> executable name of every running process (Toolhelp snapshot)."""
+    w = _win32()
+    snapshot = w.k32.CreateToolhelp32Snapshot(0x00000002, 0)  # TH32CS_SNAPPROCESS
+    if snapshot in (None, w.wt.HANDLE(-1).value):
+        raise w.ctypes.WinError(w.ctypes.get_last_error())
     result: dict[int, str] = {}
     try:
-        entry = PROCESSENTRY32W()
-        entry.dwSize = ctypes.sizeof(PROCESSENTRY32W)
-        ok = kernel32.Process32FirstW(snapshot, ctypes.byref(entry))
+        entry = w.PROCESSENTRY32W()
+        entry.dwSize = w.ctypes.sizeof(w.PROCESSENTRY32W)
+        ok = w.k32.Process32FirstW(snapshot, w.ctypes.byref(entry))
         while ok:
             result[int(entry.th32ProcessID)] = entry.szExeFile
-            ok = kernel32.Process32NextW(snapshot, ctypes.byref(entry))
+            ok = w.k32.Process32NextW(snapshot, w.ctypes.byref(entry))
     finally:
-        kernel32.CloseHandle(snapshot)
+        w.k32.CloseHandle(snapshot)
     return result
 
 
 def client_rect(hwnd: int) -> Rect:
     """The window's client area (no borders or title bar) in screen coordinates."""
-    _require_windows()
-    import ctypes
-    from ctypes import wintypes
-
-    user32 = ctypes.windll.user32
-    rect = wintypes.RECT()
-    if not user32.GetClientRect(wintypes.HWND(hwnd), ctypes.byref(rect)):
+    w = _win32()
+    rect = w.wt.RECT()
+    if not w.u32.GetClientRect(hwnd, w.ctypes.byref(rect)):
         raise OSError(f"GetClientRect failed for window {hwnd:#x} (was the game closed?)")
-    origin = wintypes.POINT(0, 0)
-    user32.ClientToScreen(wintypes.HWND(hwnd), ctypes.byref(origin))
+    origin = w.wt.POINT(0, 0)
+    w.u32.ClientToScreen(hwnd, w.ctypes.byref(origin))
     return Rect(origin.x, origin.y, origin.x + rect.right, origin.y + rect.bottom)
 
 
 def monitor_rect(hwnd: int) -> Rect:
     """The rectangle of the monitor showing most of the window (dxcam regions are monitor-relative)."""
-    _require_windows()
-    import ctypes
-    from ctypes import wintypes
-
-    class MONITORINFO(ctypes.Structure):
-        _fields_ = [("cbSize", wintypes.DWORD), ("rcMonitor", wintypes.RECT),
-                    ("rcWork", wintypes.RECT), ("dwFlags", wintypes.DWORD)]
-
-    user32 = ctypes.windll.user32
-    user32.MonitorFromWindow.restype = wintypes.HANDLE
-    monitor = user32.MonitorFromWindow(wintypes.HWND(hwnd), 2)  # MONITOR_DEFAULTTONEAREST
-    info = MONITORINFO()
-    info.cbSize = ctypes.sizeof(MONITORINFO)
-    if not user32.GetMonitorInfoW(wintypes.HANDLE(monitor), ctypes.byref(info)):
+    w = _win32()
+    monitor = w.u32.MonitorFromWindow(hwnd, 2)  # MONITOR_DEFAULTTONEAREST
+    info = w.MONITORINFO()
+    info.cbSize = w.ctypes.sizeof(w.MONITORINFO)
+    if not w.u32.GetMonitorInfoW(monitor, w.ctypes.byref(info)):
         raise OSError(f"GetMonitorInfoW failed for window {hwnd:#x}")
     r = info.rcMonitor
     return Rect(r.left, r.top, r.right, r.bottom)
@@ -157,35 +197,30 @@ def monitor_rect(hwnd: int) -> Rect:
 
 def find_window(process: str) -> GameWindow:
     """The game's main window: the largest visible, titled top-level window of a process so named."""
-    _require_windows()
-    import ctypes
-    from ctypes import wintypes
-
+    w = _win32()
     procs = list_processes()
     wanted = process.lower()
     pids = {pid for pid, name in procs.items() if name.lower() == wanted}
     if not pids:
         raise WindowNotFoundError(not_found_message(process, sorted(set(procs.values()))))
 
-    user32 = ctypes.windll.user32
     found: list[tuple[int, GameWindow]] = []
 
-    @ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
-    def visit(hwnd: int, _lparam: int) -> bool:
-        pid = wintypes.DWORD()
-        user32.GetWindowThreadProcessId(hwnd, ctypes.byref(pid))
-        if pid.value in pids and user32.IsWindowVisible(hwnd):
-            length = user32.GetWindowTextLengthW(hwnd)
-            buf = ctypes.create_unicode_buffer(length + 1)
-            user32.GetWindowTextW(hwnd, buf, length + 1)
-            rect = wintypes.RECT()
-            user32.GetClientRect(hwnd, ctypes.byref(rect))
+    def visit(hwnd: int | None, _lparam: int) -> bool:
+        pid = w.wt.DWORD()
+        w.u32.GetWindowThreadProcessId(hwnd, w.ctypes.byref(pid))
+        if hwnd and pid.value in pids and w.u32.IsWindowVisible(hwnd):
+            length = w.u32.GetWindowTextLengthW(hwnd)
+            buf = w.ctypes.create_unicode_buffer(length + 1)
+            w.u32.GetWindowTextW(hwnd, buf, length + 1)
+            rect = w.wt.RECT()
+            w.u32.GetClientRect(hwnd, w.ctypes.byref(rect))
             area = rect.right * rect.bottom
             if buf.value and area > 0:
                 found.append((area, GameWindow(int(hwnd), int(pid.value), procs[pid.value], buf.value)))
         return True
 
-    user32.EnumWindows(visit, 0)
+    w.u32.EnumWindows(w.enum_proc(visit), 0)
     if not found:
         raise WindowNotFoundError(
             f"process {process!r} is running (pid {', '.join(map(str, sorted(pids)))}) but has no visible "

@@ -39,7 +39,9 @@ class _ReplyUnpickler(pickle.Unpickler):
     """Unpickles only plain data and numpy arrays: a hostile 'server' cannot make us run code."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+        if (module, name) in _ALLOWED_GLOBALS or (
+            module.startswith("numpy.dtypes") and name.endswith("DType")
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"reply names {module}.{name}, which a nitrogen reply never contains")
 

@@ -189,11 +189,12 @@ local function resolve_map(map, available)
       if available[cand] ~= nil then return cand end
     end
   end
-  local r = { buttons = {} }
+  local r = { buttons = {}, missing = {} }
   for short, inputs in pairs(map.buttons) do
     local full = name_of(short)
-    if full then r.buttons[full] = inputs end
+    if full then r.buttons[full] = inputs else r.missing[#r.missing + 1] = short end
   end
+  table.sort(r.missing)
   if map.analog then
     r.analog = { x = name_of(map.analog.x), y = name_of(map.analog.y), scale = map.analog.scale }
   end
@@ -391,6 +392,7 @@ local function run()
   local ok_get, current = pcall(joypad.get)
   if ok_get and type(current) == "table" then for k in pairs(current) do available[k] = true end end
   local rmap = resolve_map(map, available)
+  if #rmap.missing > 0 then log("this core's pad has no " .. table.concat(rmap.missing, ", ")) end
 
   local neutral = {}
   for full in pairs(rmap.buttons) do neutral[full] = false end
@@ -469,7 +471,7 @@ local function run()
         if n == 0 then idle() end -- an empty chunk must not stall the emulator
         for i = 1, n do
           local pad, analog = action_to_pad(rmap, pred.buttons[i], pred.j_left[i], pred.j_right[i], cfg)
-          for _ = 1, frames do
+          for _ = 1, frames do -- joypad.set only overrides the coming frame (JoypadApi.Set): repeat it
             joypad.set(pad)
             if analog then joypad.setanalog(analog) end
             advance()

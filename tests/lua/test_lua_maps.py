@@ -93,7 +93,7 @@ def test_names_follow_the_running_core(lua_eval):
           local r, t = M.resolve_map(M.MAPS[map], available), {}
           for n in pairs(r.buttons) do t[#t + 1] = n end
           table.sort(t)
-          return t
+          return {names = t, missing = r.missing}
         end
         emit(names("GB", {A = true, B = true, Up = true, Down = true, Left = true, Right = true,
                           Start = true, Select = true, Power = true}))
@@ -103,10 +103,13 @@ def test_names_follow_the_running_core(lua_eval):
         emit(names("GEN", {["P1 A"] = true, ["P1 B"] = true, ["P1 C"] = true, ["P1 Start"] = true,
                            ["P1 Up"] = true, ["P1 Down"] = true, ["P1 Left"] = true, ["P1 Right"] = true}))
         emit(names("NES", {}))""")
-    assert out[0] == sorted(PAD_SPEC["GB"])
-    assert out[1] == sorted("P1 " + n for n in PAD_SPEC["GB"])
-    assert out[2] == sorted(["P1 A", "P1 B", "P1 C", "P1 Start", "P1 Up", "P1 Down", "P1 Left", "P1 Right"])
-    assert out[3] == sorted(PAD_SPEC["NES"])
+    assert out[0] == {"names": sorted(PAD_SPEC["GB"]), "missing": {}}
+    assert out[1]["names"] == sorted("P1 " + n for n in PAD_SPEC["GB"])
+    assert out[2] == {
+        "names": sorted(["P1 A", "P1 B", "P1 C", "P1 Start", "P1 Up", "P1 Down", "P1 Left", "P1 Right"]),
+        "missing": ["Mode", "X", "Y", "Z"],  # a 3-button Genesis pad
+    }
+    assert out[3]["names"] == sorted(PAD_SPEC["NES"])
 
 
 def test_unknown_console_is_named(harness):

@@ -7,6 +7,7 @@ are served at once. Requests are unpickled with the allowlist in safe_pickle; re
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import pickle
 from typing import Any
@@ -19,7 +20,23 @@ from .safe_pickle import UnsafePickleError, safe_loads
 from .service import PolicyService
 
 log = logging.getLogger("nitrogen_server.zmq")
-REPLY_PROTOCOL = 4  # readable by every Python 3 client the original supported
+REPLY_PROTOCOL = 3  # any Python 3; GLOBAL opcodes (not protocol 4's STACK_GLOBAL), native bytes
+
+
+class _ReplyPickler(pickle._Pickler):  # the pure-Python pickler: its save_global can be overridden
+    """Writes numpy 2's `numpy._core.*` globals as `numpy.core.*`, which numpy 1.x and 2.x both load.
+
+    (numpy 2 pickles arrays as numpy._core.multiarray._reconstruct, which numpy < 1.26 cannot import.)
+    """
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        module = getattr(obj, "__module__", None) or ""
+        if module.startswith("numpy._core"):
+            name = name or obj.__qualname__
+            self.write(pickle.GLOBAL + f"numpy.core{module[len('numpy._core'):]}\n{name}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
 
 
 def decode_request(body: bytes) -> Any:
@@ -30,7 +47,9 @@ def decode_request(body: bytes) -> Any:
 
 
 def encode_reply(response: Response) -> bytes:
-    return pickle.dumps(to_wire_dict(response), protocol=REPLY_PROTOCOL)
+    buf = io.BytesIO()
+    _ReplyPickler(buf, protocol=REPLY_PROTOCOL).dump(to_wire_dict(response))
+    return buf.getvalue()
 
 
 class ZmqFrontend:

@@ -12,9 +12,21 @@ import struct
 import time
 
 import numpy as np
+import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_testkit import READ_TIMEOUT_S, ModelClient, TcpClient, assert_tcp_pred, assert_zmq_pred, frame
+from server_testkit import (
+    READ_TIMEOUT_S,
+    ModelClient,
+    TcpClient,
+    assert_tcp_pred,
+    assert_zmq_pred,
+    frame,
+    server_settings,
+)
+
+from nitrogen_server.app import ServerThread
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 REFERENCE = frame(99)
@@ -153,3 +165,14 @@ def test_abused_session_still_gives_correct_answers(demo_server):
             assert c.request(header, payload)["status"] == "error"
         assert c.request({"type": "predict", "seed": 8}, REFERENCE.tobytes()) == want
     assert np.isfinite(np.array(want["pred"]["j_left"])).all()
+
+
+def test_zmq_message_over_the_limit_is_refused_by_the_socket(server_errors):
+    """ZMQ_MAXMSGSIZE: the socket drops the peer that sends too much; the server itself never sees it."""
+    with ServerThread(server_settings(max_zmq_message_bytes=100_000)) as srv:
+        with ModelClient(srv.zmq_port, timeout_ms=1500) as c:
+            c.socket.send(pickle.dumps({"type": "predict", "image": frame(1, 256, 256)}))  # 196 KB
+            with pytest.raises(zmq.Again):
+                c.socket.recv()
+        with ModelClient(srv.zmq_port) as c:
+            assert_zmq_pred(c.predict(frame(2, 100, 100)))

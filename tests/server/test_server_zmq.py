@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import numpy as np
 from PIL import Image
-from server_testkit import ModelClient, assert_zmq_pred, frame
+from server_testkit import ModelClient, assert_zmq_pred, frame, server_settings
+
+from nitrogen_server.app import ServerThread
 
 
 def test_info_reset_predict_numpy_and_pil(demo_server):
@@ -87,3 +90,24 @@ def test_malicious_pickle_creates_no_file(demo_server, tmp_path):
         assert reply["status"] == "error"
         assert_zmq_pred(c.predict(frame(3)))
     assert not target.exists()
+
+
+def test_reply_bytes_load_with_numpy_1_names(demo_server):
+    """Replies name numpy.core.multiarray (not numpy 2's numpy._core), which every numpy can import."""
+    with ModelClient(demo_server.zmq_port) as c:
+        c.socket.send(pickle.dumps({"type": "predict", "image": frame(8)}))
+        raw = c.socket.recv()
+    assert b"numpy._core" not in raw and b"numpy.core.multiarray" in raw
+    assert_zmq_pred(pickle.loads(raw))
+
+
+def test_idle_sessions_expire(server_errors):
+    """A session unused for session_idle_s is forgotten: the client's next request starts afresh."""
+    with ServerThread(server_settings(session_idle_s=0.3)) as srv, ModelClient(srv.zmq_port) as c:
+        assert c.call({"type": "reset", "cfg_scale": 3.0}) == {"status": "ok"}
+        assert c.call({"type": "info"})["info"]["cfg_scale"] == 3.0
+        deadline = time.monotonic() + 30
+        while c.call({"type": "info"})["info"]["cfg_scale"] == 3.0:  # info itself refreshes the session
+            assert time.monotonic() < deadline, "session never expired"
+            time.sleep(1.0)
+        assert_zmq_pred(c.predict(frame(9)))

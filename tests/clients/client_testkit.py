@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN_DIR = Path(os.environ.get("NITROGEN_GOLDEN_DIR", REPO.parent / "shared" / "golden"))
+GOLDEN_DIR = Path(
+    os.environ.get("NITROGEN_GOLDEN", REPO.parent / "shared" / "golden")
+)  # as tests/conftest.py
 _ZMQ_READY = re.compile(r"listening zmq on tcp://(\S+):(\d+)")
 _TCP_READY = re.compile(r"listening tcp on (\S+):(\d+)")
 

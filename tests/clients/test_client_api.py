@@ -50,30 +50,30 @@ def test_info_reset_predict(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_seeded_predictions_match_golden(server, golden, protocol):
+def test_seeded_predictions_match_golden(server, tiny_a, protocol):
     """Seed 100 + i on call i reproduces the tiny-a golden actions through this client."""
     with make_client(server, protocol) as client:
         client.reset()
-        for i in range(int(golden["n_steps"])):
-            pred = client.predict(golden[f"image_{i}"], seed=100 + i)
+        for i in range(int(tiny_a["n_steps"])):
+            pred = client.predict(tiny_a[f"image_{i}"], seed=100 + i)
             for key in ("j_left", "j_right"):
                 np.testing.assert_allclose(
-                    pred[key], golden[f"{key}_{i}"], atol=2e-3, err_msg=f"{key} call {i}"
+                    pred[key], tiny_a[f"{key}_{i}"], atol=2e-3, err_msg=f"{key} call {i}"
                 )
             np.testing.assert_array_equal(
-                pred["buttons"], golden[f"buttons_{i}"], err_msg=f"buttons call {i}"
+                pred["buttons"], tiny_a[f"buttons_{i}"], err_msg=f"buttons call {i}"
             )
 
 
-def test_both_ports_give_the_same_prediction(server, golden):
-    frame = golden["image_0"]
+def test_both_ports_give_the_same_prediction(server, tiny_a):
+    frame = tiny_a["image_0"]
     with make_client(server, "zmq") as z, make_client(server, "tcp-png") as t:
         a, b = z.predict(frame, seed=7), t.predict(frame, seed=7)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-4)
 
 
-def test_named_sessions_are_accepted(server, golden):
+def test_named_sessions_are_accepted(server, tiny_a):
     """A client-chosen session name (kept across reconnects) goes with every request on both ports."""
     with (
         ModelClient("127.0.0.1", server.zmq_port, session="py-client-test") as z,
@@ -82,7 +82,7 @@ def test_named_sessions_are_accepted(server, golden):
         for client in (z, t):
             client.reset()
             assert "action_horizon" in client.info()
-            check_prediction(client.predict(golden["image_0"], seed=100), len(golden["j_left_0"]))
+            check_prediction(client.predict(tiny_a["image_0"], seed=100), len(tiny_a["j_left_0"]))
 
 
 def raw_zmq(port: int, message: dict) -> dict:
@@ -111,11 +111,11 @@ def raw_tcp(port: int, header: dict, payload: bytes = b"") -> dict:
     return json.loads(data)
 
 
-def test_zmq_server_errors_carry_the_servers_message(server, golden):
+def test_zmq_server_errors_carry_the_servers_message(server, tiny_a):
     bad_frame = np.zeros((4, 4), np.uint8)  # not H x W x 3: the client sends it as is
     expected = raw_zmq(server.zmq_port, {"type": "predict", "image": bad_frame})
     assert expected["status"] == "error"
-    bad_seed = raw_zmq(server.zmq_port, {"type": "predict", "image": golden["image_0"], "seed": -1})
+    bad_seed = raw_zmq(server.zmq_port, {"type": "predict", "image": tiny_a["image_0"], "seed": -1})
     assert bad_seed["status"] == "error"
     with ModelClient("127.0.0.1", server.zmq_port) as client:
         with pytest.raises(ServerError) as err:
@@ -123,22 +123,22 @@ def test_zmq_server_errors_carry_the_servers_message(server, golden):
         assert err.value.message == expected["message"]
         assert expected["message"] in str(err.value)
         with pytest.raises(ServerError) as err:
-            client.predict(golden["image_0"], seed=-1)
+            client.predict(tiny_a["image_0"], seed=-1)
         assert err.value.message == bad_seed["message"]
         with pytest.raises(ServerError) as err:
             client.request({"type": "bogus"})
         assert err.value.message == raw_zmq(server.zmq_port, {"type": "bogus"})["message"]
         check_prediction(
-            client.predict(golden["image_0"]), len(golden["j_left_0"])
+            client.predict(tiny_a["image_0"]), len(tiny_a["j_left_0"])
         )  # still fine after errors
 
 
-def test_tcp_server_errors_carry_the_servers_message(server, golden):
+def test_tcp_server_errors_carry_the_servers_message(server, tiny_a):
     garbage = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4
     header = {"type": "predict", "len": len(garbage)}
     expected = raw_tcp(server.tcp_port, header, garbage)
     assert expected["status"] == "error"
-    png = encode_png(golden["image_0"])
+    png = encode_png(tiny_a["image_0"])
     bad_seed = raw_tcp(server.tcp_port, {"type": "predict", "len": len(png), "seed": -1}, png)
     assert bad_seed["status"] == "error"
     with TcpClient("127.0.0.1", server.tcp_port) as client:
@@ -147,10 +147,10 @@ def test_tcp_server_errors_carry_the_servers_message(server, golden):
         assert err.value.message == expected["message"]
         assert expected["message"] in str(err.value)
         with pytest.raises(ServerError) as err:
-            client.predict(golden["image_0"], seed=-1)
+            client.predict(tiny_a["image_0"], seed=-1)
         assert err.value.message == bad_seed["message"]
         # the framing survived the error replies: the same connection still predicts
-        check_prediction(client.predict(golden["image_0"]), len(golden["j_left_0"]))
+        check_prediction(client.predict(tiny_a["image_0"]), len(tiny_a["j_left_0"]))
 
 
 @pytest.mark.parametrize("protocol", ["zmq", "tcp-png"])

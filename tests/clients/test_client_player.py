@@ -117,8 +117,8 @@ def client_for(server, protocol: str, timeout_s: float = 30.0) -> PolicyClient:
 
 
 @pytest.mark.parametrize("protocol", ["zmq", "tcp"])
-def test_player_plays_the_exact_pad_calls(server, golden, tmp_path, protocol):
-    frames = [golden[f"image_{i}"] for i in range(int(golden["n_steps"]))]
+def test_player_plays_the_exact_pad_calls(server, tiny_a, tmp_path, protocol):
+    frames = [tiny_a[f"image_{i}"] for i in range(int(tiny_a["n_steps"]))]
     spy = ReplySpy(client_for(server, protocol), ratio=3)
     pad = RecordingPad()
     recorder = Recorder(tmp_path / "rec")
@@ -132,16 +132,16 @@ def test_player_plays_the_exact_pad_calls(server, golden, tmp_path, protocol):
     assert stats.predictions == len(frames) and len(spy.replies) == len(frames)
     # exactly: each predicted step held `repeat` frames, then the pad released at the end
     assert pad.calls == expected_calls(spy.replies, repeat, allow_menu=False) + [("reset",)]
-    assert stats.pad_frames == len(frames) * len(golden["j_left_0"]) * repeat
+    assert stats.pad_frames == len(frames) * len(tiny_a["j_left_0"]) * repeat
 
     # the reply is the known one: the golden actions for frames sent unchanged with seeds 100 + i
     for i, ((sent, seed), pred) in enumerate(zip(spy.sent, spy.replies)):
         assert seed == 100 + i and sent.shape == (256, 256, 3)
         if frames[i].shape == (256, 256, 3):  # other sizes are resized by the player, not the golden way
             np.testing.assert_array_equal(sent, frames[i])
-            np.testing.assert_allclose(pred["j_left"], golden[f"j_left_{i}"], atol=2e-3)
-            np.testing.assert_allclose(pred["j_right"], golden[f"j_right_{i}"], atol=2e-3)
-            np.testing.assert_array_equal(pred["buttons"], golden[f"buttons_{i}"])
+            np.testing.assert_allclose(pred["j_left"], tiny_a[f"j_left_{i}"], atol=2e-3)
+            np.testing.assert_allclose(pred["j_right"], tiny_a[f"j_right_{i}"], atol=2e-3)
+            np.testing.assert_array_equal(pred["buttons"], tiny_a[f"buttons_{i}"])
 
     # the golden replies exercise the guard and the triggers
     menu_idx = [BUTTON_NAMES.index(b) for b in MENU]
@@ -153,7 +153,7 @@ def test_player_plays_the_exact_pad_calls(server, golden, tmp_path, protocol):
 
     # the recording: one JSON line per predicted step with the pad state, and the frames sent
     lines = [json.loads(x) for x in (tmp_path / "rec" / "actions.jsonl").read_text().splitlines()]
-    assert len(lines) == len(frames) * len(golden["j_left_0"])
+    assert len(lines) == len(frames) * len(tiny_a["j_left_0"])
     assert [ln["pad"] for ln in lines] == [s.to_json() for s in states[::repeat]]
     assert all(ln["repeat"] == repeat for ln in lines)
     for i, (sent, _) in enumerate(spy.sent):
@@ -162,8 +162,8 @@ def test_player_plays_the_exact_pad_calls(server, golden, tmp_path, protocol):
         )
 
 
-def test_allow_menu_passes_menu_buttons(server, golden):
-    frames = [golden["image_0"], golden["image_1"]]
+def test_allow_menu_passes_menu_buttons(server, tiny_a):
+    frames = [tiny_a["image_0"], tiny_a["image_1"]]
     spy = ReplySpy(client_for(server, "zmq"))
     pad = RecordingPad()
     player = Player(spy, FrameSource(frames), pad, PlayerOptions(fps=FAST, seed=100, allow_menu=True))
@@ -174,10 +174,10 @@ def test_allow_menu_passes_menu_buttons(server, golden):
     assert any(c[1].buttons & MENU for c in pad.calls if c[0] == "apply")
 
 
-def test_ctrl_c_releases_the_pad(server, golden):
+def test_ctrl_c_releases_the_pad(server, tiny_a):
     pad = RecordingPad(interrupt_at=5)
     with ModelClient("127.0.0.1", server.zmq_port) as client:
-        player = Player(client, FrameSource([golden["image_0"]]), pad, PlayerOptions(fps=FAST))
+        player = Player(client, FrameSource([tiny_a["image_0"]]), pad, PlayerOptions(fps=FAST))
         with pytest.raises(KeyboardInterrupt):
             player.run()
     assert len(pad.calls) == 6 and pad.calls[-1] == ("reset",)

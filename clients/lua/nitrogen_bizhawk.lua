@@ -194,10 +194,12 @@ local function resolve_map(map, available)
     local full = name_of(short)
     if full then r.buttons[full] = inputs else r.missing[#r.missing + 1] = short end
   end
-  table.sort(r.missing)
-  if map.analog then
-    r.analog = { x = name_of(map.analog.x), y = name_of(map.analog.y), scale = map.analog.scale }
+  if map.analog then -- joypad.get() lists axes too (ControllerExtensions.ToDictionary)
+    local x, y = name_of(map.analog.x), name_of(map.analog.y)
+    if x and y then r.analog = { x = x, y = y, scale = map.analog.scale }
+    else r.missing[#r.missing + 1] = map.analog.x .. "/" .. map.analog.y end
   end
+  table.sort(r.missing)
   return r
 end
 

@@ -102,7 +102,8 @@ def test_names_follow_the_running_core(lua_eval):
                           ["P1 Select"] = true}))
         emit(names("GEN", {["P1 A"] = true, ["P1 B"] = true, ["P1 C"] = true, ["P1 Start"] = true,
                            ["P1 Up"] = true, ["P1 Down"] = true, ["P1 Left"] = true, ["P1 Right"] = true}))
-        emit(names("NES", {}))""")
+        emit(names("NES", {}))
+        emit(names("N64", {["P1 A"] = true}))""")
     assert out[0] == {"names": sorted(PAD_SPEC["GB"]), "missing": {}}
     assert out[1]["names"] == sorted("P1 " + n for n in PAD_SPEC["GB"])
     assert out[2] == {
@@ -110,6 +111,7 @@ def test_names_follow_the_running_core(lua_eval):
         "missing": ["Mode", "X", "Y", "Z"],  # a 3-button Genesis pad
     }
     assert out[3]["names"] == sorted(PAD_SPEC["NES"])
+    assert out[4]["names"] == ["P1 A"] and "X Axis/Y Axis" in out[4]["missing"]
 
 
 def test_unknown_console_is_named(harness):

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint_pos", nargs="?", metavar="CHECKPOINT",
                         help="checkpoint path or 'demo' (same as --checkpoint)")
     for name, field in ServerSettings.model_fields.items():
-        help_text = f"{field.description} (default: {field.default}; env NITROGEN_{name.upper()})"
+        default = "" if field.default is None else f"default: {field.default}; "
+        help_text = f"{field.description} ({default}env NITROGEN_{name.upper()})"
         if name == "old_layout":
             parser.add_argument(_flag(name), action="store_const", const=True, help=help_text)
         elif name == "log_level":

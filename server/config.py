@@ -23,7 +23,7 @@ class ServerSettings(BaseSettings):
     tcp_port: int = Field(5556, ge=0, le=65535, description="newline-JSON TCP port (0: any free port)")
     cfg: float = Field(1.0, ge=0.0, le=100.0, description="classifier-free guidance scale of new sessions")
     ctx: int | None = Field(None, ge=1, le=1024, description="context length in frames (default: checkpoint's)")
-    game: str | None = Field(None, description="game name or id for new sessions (checkpoints with a game mapping)")
+    game: str | None = Field(None, description="game name or id for new sessions (checkpoints with a game table; default: none)")
     old_layout: bool | None = Field(None, description="force the old action layout (default: checkpoint's)")
     log_level: LogLevel = Field("info", description="logging level")
     max_batch: int = Field(32, ge=1, le=1024, description="largest inference batch across sessions")

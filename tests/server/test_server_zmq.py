@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import time
 
 import numpy as np
@@ -111,3 +112,24 @@ def test_idle_sessions_expire(server_errors):
             assert time.monotonic() < deadline, "session never expired"
             time.sleep(1.0)
         assert_zmq_pred(c.predict(frame(9)))
+
+
+def test_hand_written_pickle_from_the_protocol_doc(demo_server):
+    """The byte template in docs/protocol.md (for clients without Python) is accepted as documented."""
+    def text(s: str) -> bytes:
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    img = frame(10, 300, 2)
+    rgb = img.tobytes()
+    msg = (b"\x80\x03}(" + text("type") + text("predict") + text("image")
+           + b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + b"C\x01b"
+           + b"\x87R(" + b"K\x01" + b"M" + struct.pack("<H", 300) + b"K\x02K\x03\x87"
+           + b"cnumpy\ndtype\n" + text("u1") + b"\x89\x88\x87R" + b"\x89"
+           + b"B" + struct.pack("<I", len(rgb)) + rgb + b"tb"
+           + text("seed") + b"J" + struct.pack("<i", 7) + b"u.")
+    with ModelClient(demo_server.zmq_port) as c:
+        by_hand = c.send_bytes(msg)
+        by_pickle = c.predict(img, seed=7)
+    assert_zmq_pred(by_hand)
+    for key in by_pickle["pred"]:
+        np.testing.assert_array_equal(by_hand["pred"][key], by_pickle["pred"][key])

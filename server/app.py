@@ -56,7 +56,8 @@ class NitrogenServer:
         log.info("model ready: %s", _describe_info(self.service.default_info))
         self.tcp = TcpFrontend(self.service, s)
         await self.tcp.start()
-        self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes)
+        self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes,
+                               max_inflight=max(64, 2 * s.max_batch))
         self.zmq.start()
         self._expiry = asyncio.get_running_loop().create_task(self.service.sessions.run_expiry())
 

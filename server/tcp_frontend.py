@@ -38,6 +38,10 @@ class _Connection:
         self.stopping = False
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.slots = asyncio.Semaphore(self.settings.max_pipeline)
+        # read-ahead is also bounded in bytes: at most about one maximum payload waits in the queue
+        self.queued_bytes = 0
+        self.room = asyncio.Event()
+        self._payload_bytes = 0
         self.reader_task: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -50,6 +54,10 @@ class _Connection:
                 item = await self.queue.get()
                 if item is _EOF:
                     break
+                if isinstance(item, tuple):
+                    item, nbytes = item
+                    self.queued_bytes -= nbytes
+                    self.room.set()
                 if isinstance(item, FramingError):
                     log.warning("%s framing error, closing: %s", self.key, item)
                     await self._send(error_line(str(item)))
@@ -102,6 +110,7 @@ class _Connection:
     def stop(self) -> None:
         """Shutdown: stop reading; a request being read is finished first, queued ones are answered."""
         self.stopping = True
+        self.room.set()
         if self.idle and self.reader_task is not None:
             self.reader_task.cancel()
 
@@ -109,6 +118,9 @@ class _Connection:
         try:
             while True:
                 await self.slots.acquire()
+                while self.queued_bytes > self.settings.max_payload_bytes and not self.stopping:
+                    self.room.clear()
+                    await self.room.wait()
                 if self.stopping:
                     break
                 self.idle = True
@@ -140,7 +152,8 @@ class _Connection:
                 if item is None:
                     self.slots.release()  # a blank line: nothing to answer
                 else:
-                    self.queue.put_nowait(item)
+                    self.queued_bytes += self._payload_bytes
+                    self.queue.put_nowait((item, self._payload_bytes))
         except asyncio.CancelledError:
             pass
         self.queue.put_nowait(_EOF)
@@ -177,6 +190,7 @@ class _Connection:
             payload = await self._read_default_frame()
         else:
             payload = None
+        self._payload_bytes = len(payload) if payload is not None else 0
         try:
             image = None
             if kind == "predict" and payload is not None:

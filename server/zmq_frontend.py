@@ -55,7 +55,8 @@ def encode_reply(response: Response) -> bytes:
 class ZmqFrontend:
     """Receives on a ROUTER socket and answers each message from its own task."""
 
-    def __init__(self, service: PolicyService, host: str, port: int, max_message_bytes: int) -> None:
+    def __init__(self, service: PolicyService, host: str, port: int, max_message_bytes: int,
+                 max_inflight: int = 64) -> None:
         self.service = service
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -68,6 +69,8 @@ class ZmqFrontend:
             self._sock.bind(f"tcp://{bind_host}:{port}")
             self.port = port
         self.host = host
+        # requests being unpickled or served at once; beyond this, messages wait in ZeroMQ's queue
+        self._inflight = asyncio.Semaphore(max_inflight)
         self._recv_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -77,19 +80,27 @@ class ZmqFrontend:
 
     async def _recv_loop(self) -> None:
         while True:
+            await self._inflight.acquire()
             try:
                 frames = await self._sock.recv_multipart(copy=True)
             except asyncio.CancelledError:
+                self._inflight.release()
                 raise
             except zmq.ZMQError as exc:
+                self._inflight.release()
                 log.warning("zmq receive failed: %s", exc)
                 await asyncio.sleep(0.01)
                 continue
             if len(frames) < 2:
+                self._inflight.release()
                 continue  # not a routed message: nothing to answer to
             task = asyncio.get_running_loop().create_task(self._answer(frames[:-1], frames[-1]))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._inflight.release()
 
     async def _answer(self, envelope: list[bytes], body: bytes) -> None:
         client = "zmq:" + envelope[0].hex()

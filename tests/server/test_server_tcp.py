@@ -7,7 +7,17 @@ import socket
 
 import numpy as np
 import pytest
-from server_testkit import RAW_BYTES, TcpClient, assert_tcp_pred, bmp_top_down, encode, frame
+from server_testkit import (
+    RAW_BYTES,
+    TcpClient,
+    assert_tcp_pred,
+    bmp_top_down,
+    encode,
+    frame,
+    server_settings,
+)
+
+from nitrogen_server.app import ServerThread
 
 
 def _pred(client: TcpClient, header: dict, payload: bytes) -> dict:
@@ -145,3 +155,17 @@ def test_recoverable_errors_keep_the_connection(demo_server):
         reply = c.request({"type": "predict", "len": len(bomb)}, bomb)
         assert "limit is 4096x4096" in reply["message"]
         _pred(c, {"type": "predict"}, frame(2).tobytes())
+
+
+def test_read_ahead_is_bounded_in_bytes_yet_all_pipelined_requests_answered(server_errors):
+    """With a payload limit of one raw frame, read-ahead pauses after about one queued frame; a client
+    that pipelines many frames is still answered, in order."""
+    with ServerThread(server_settings(max_payload_bytes=RAW_BYTES)) as srv:
+        imgs = [frame(20 + i) for i in range(6)]
+        with TcpClient(srv.tcp_port) as c:
+            c.sock.sendall(b"".join(b'{"type":"predict","seed":%d}\n' % i + im.tobytes()
+                                    for i, im in enumerate(imgs)))
+            pipelined = [c.reply()["pred"] for _ in imgs]
+        with TcpClient(srv.tcp_port) as c:
+            one_by_one = [_pred(c, {"type": "predict", "seed": i}, im.tobytes()) for i, im in enumerate(imgs)]
+    assert pipelined == one_by_one

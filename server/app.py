@@ -117,11 +117,11 @@ class ServerThread:
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # surfaced by start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread by start()
             self._error = exc
             self._ready.set()
 
-    def start(self, timeout: float = 120.0) -> "ServerThread":
+    def start(self, timeout: float = 120.0) -> ServerThread:
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             raise RuntimeError(f"server did not start: {self._error!r}")
@@ -142,8 +142,8 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

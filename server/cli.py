@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -108,7 +109,7 @@ def serve(settings: ServerSettings) -> int:
     log.info("loading checkpoint %s (device: %s)", settings.checkpoint, settings.device or "auto")
     try:
         engine = load_engine(settings)
-    except Exception as exc:  # CheckpointError, FileNotFoundError, bad device, ...
+    except Exception as exc:  # noqa: BLE001 - CheckpointError, FileNotFoundError, bad device, ...
         log.error("could not load the model: %s: %s", type(exc).__name__, exc)
         return 2
     try:

@@ -79,7 +79,7 @@ def _decode_encoded(data: bytes, max_side: int) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image refused as a decompression bomb: {exc}") from None
-    except Exception as exc:  # Pillow raises many types for corrupt data
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise ImageError(f"could not decode the {len(data)}-byte payload as PNG, JPEG or BMP: {exc}") from None
     return pil_to_rgb(img, max_side)
 

@@ -7,8 +7,9 @@ a request are checked here, once, with error messages that name the field and wh
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class RequestError(ValueError):
 
 
 # A frame as a frontend hands it over: undecoded TCP bytes, a numpy array, or a pickled PIL image.
-ImageInput = Union[EncodedFrame, np.ndarray, PickledImage, Any]
+ImageInput = EncodedFrame | np.ndarray | PickledImage | Any
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class InfoRequest:
     session: str | None = None
 
 
-Request = Union[PredictRequest, ResetRequest, InfoRequest]
+Request = PredictRequest | ResetRequest | InfoRequest
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class ErrorResult:
     message: str
 
 
-Response = Union[PredictResult, ResetResult, InfoResult, ErrorResult]
+Response = PredictResult | ResetResult | InfoResult | ErrorResult
 
 
 def _describe(value: Any) -> str:

@@ -14,7 +14,7 @@ import importlib
 import io
 import pickle
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -51,7 +51,7 @@ class PickledImage:
             img = Image.frombytes(mode, tuple(size), bytes(data))
             if mode in ("P", "PA") and palette:
                 img.putpalette(palette)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - Pillow's errors vary by mode
             raise ImageError(f"PIL image data does not match mode {mode} size {tuple(size)}: {exc}") from None
         return img
 
@@ -109,7 +109,7 @@ class _quiet_deprecations:
         self._ctx.__enter__()
         warnings.simplefilter("ignore", DeprecationWarning)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)
 
 
@@ -140,7 +140,7 @@ _PLUGIN_CLASS = re.compile(r"PIL\.\w+ImagePlugin\Z")
 class RestrictedUnpickler(pickle.Unpickler):
     """pickle.Unpickler whose find_class resolves only the allowlist; nothing else is imported."""
 
-    allowlist: dict[tuple[str, str], Any] = {}
+    allowlist: ClassVar[dict[tuple[str, str], Any]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         # protocol 0-2 pickles may use Python 2 names (__builtin__.set, copy_reg._reconstructor)
@@ -171,5 +171,5 @@ def safe_loads(data: bytes) -> Any:
         raise
     except RecursionError:
         raise UnsafePickleError("pickle is nested too deeply") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a malformed pickle can raise nearly anything
         raise UnsafePickleError(f"could not unpickle the request ({type(exc).__name__}: {exc})") from None

@@ -30,7 +30,7 @@ class FramingError(Exception):
 class _Connection:
     """One client connection = one session; a reader task feeds requests to an in-order processor."""
 
-    def __init__(self, frontend: "TcpFrontend", reader: asyncio.StreamReader,
+    def __init__(self, frontend: TcpFrontend, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, key: str) -> None:
         self.frontend, self.reader, self.writer, self.key = frontend, reader, writer, key
         self.settings: ServerSettings = frontend.settings
@@ -81,7 +81,7 @@ class _Connection:
             self.writer.close()
             try:
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-            except (Exception, asyncio.TimeoutError):
+            except (Exception, asyncio.TimeoutError):  # noqa: BLE001, S110 - closing anyway
                 pass
             self.frontend.service.client_closed(self.key)
             log.info("%s disconnected after %d replies", self.key, answered)
@@ -100,7 +100,7 @@ class _Connection:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
             await asyncio.wait_for(self._discard_input(), 1.0)
-        except (Exception, asyncio.TimeoutError):
+        except (Exception, asyncio.TimeoutError):  # noqa: BLE001, S110 - best effort; closing anyway
             pass
 
     async def _discard_input(self) -> None:
@@ -265,7 +265,7 @@ class TcpFrontend:
     async def finish(self, timeout: float) -> None:
         """Wait for connections to answer what they have read (up to `timeout`), then cut the rest."""
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -131,7 +131,7 @@ class ZmqFrontend:
     async def finish(self, timeout: float) -> None:
         """Wait for in-flight answers (up to `timeout`), then close the socket, flushing replies."""
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
         self._sock.close(linger=1000)

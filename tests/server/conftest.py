@@ -6,9 +6,8 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from server_testkit import server_settings
-
 from nitrogen_server.app import ServerThread
+from server_testkit import server_settings
 
 
 class _ErrorRecorder(logging.Handler):

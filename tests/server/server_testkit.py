@@ -10,17 +10,16 @@ from typing import Any
 
 import numpy as np
 import zmq
-from PIL import Image
-
 from nitrogen_server.config import ServerSettings
+from PIL import Image
 
 RAW_BYTES = 256 * 256 * 3
 READ_TIMEOUT_S = 1.0  # shortened so the slow-client tests finish quickly (default 30 s)
 
 
 def server_settings(checkpoint: str = "demo", **overrides: object) -> ServerSettings:
-    base = dict(checkpoint=checkpoint, device="cpu", host="127.0.0.1", zmq_port=0, tcp_port=0,
-                read_timeout_s=READ_TIMEOUT_S, max_wait_ms=1.0)
+    base = {"checkpoint": checkpoint, "device": "cpu", "host": "127.0.0.1", "zmq_port": 0, "tcp_port": 0,
+            "read_timeout_s": READ_TIMEOUT_S, "max_wait_ms": 1.0}
     return ServerSettings(**{**base, **overrides})
 
 
@@ -49,10 +48,10 @@ class ModelClient:
         self.socket.close()
         self.context.term()
 
-    def __enter__(self) -> "ModelClient":
+    def __enter__(self) -> ModelClient:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -103,10 +102,10 @@ class TcpClient:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "TcpClient":
+    def __enter__(self) -> TcpClient:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

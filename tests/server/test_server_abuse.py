@@ -16,6 +16,7 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nitrogen_server.app import ServerThread
 from server_testkit import (
     READ_TIMEOUT_S,
     ModelClient,
@@ -25,8 +26,6 @@ from server_testkit import (
     frame,
     server_settings,
 )
-
-from nitrogen_server.app import ServerThread
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 REFERENCE = frame(99)

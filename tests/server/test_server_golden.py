@@ -11,9 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from server_testkit import ModelClient, TcpClient, encode, server_settings
-
 from nitrogen_server.app import ServerThread
+from server_testkit import ModelClient, TcpClient, encode, server_settings
 
 STICK_ATOL = 1e-4
 RESIZED_FRAME_ATOL = 2e-2

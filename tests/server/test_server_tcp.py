@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+from nitrogen_server.app import ServerThread
 from server_testkit import (
     RAW_BYTES,
     TcpClient,
@@ -16,8 +17,6 @@ from server_testkit import (
     frame,
     server_settings,
 )
-
-from nitrogen_server.app import ServerThread
 
 
 def _pred(client: TcpClient, header: dict, payload: bytes) -> dict:

@@ -8,10 +8,9 @@ import struct
 import time
 
 import numpy as np
+from nitrogen_server.app import ServerThread
 from PIL import Image
 from server_testkit import ModelClient, assert_zmq_pred, frame, server_settings
-
-from nitrogen_server.app import ServerThread
 
 
 def test_info_reset_predict_numpy_and_pil(demo_server):

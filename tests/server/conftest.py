@@ -18,7 +18,13 @@ class _ErrorRecorder(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.name.startswith("nitrogen_server") or "nitrogen_server" in self._text(record):
+            self.records.append(record)
+
+    @staticmethod
+    def _text(record: logging.LogRecord) -> str:
+        trace = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        return record.getMessage() + trace
 
 
 @pytest.fixture(scope="session")

@@ -175,3 +175,24 @@ def test_zmq_message_over_the_limit_is_refused_by_the_socket(server_errors):
                 c.socket.recv()
         with ModelClient(srv.zmq_port) as c:
             assert_zmq_pred(c.predict(frame(2, 100, 100)))
+
+
+def test_inference_failure_becomes_an_error_reply(server_errors):
+    """The engine fails every predict (here: it was shut down under the server); clients get error
+    replies, info still works, the server stays up."""
+    from nitrogen import InferenceEngine
+
+    engine = InferenceEngine.from_checkpoint("demo", device="cpu")
+    with ServerThread(server_settings(), engine=engine) as srv:
+        engine.close()
+        with TcpClient(srv.tcp_port) as c:
+            reply = c.request({"type": "predict"}, frame(1).tobytes())
+            assert reply["status"] == "error" and "inference engine is closed" in reply["message"]
+            assert c.request({"type": "info"})["status"] == "ok"
+        with ModelClient(srv.zmq_port) as c:
+            reply = c.predict(frame(2))
+            assert reply["status"] == "error" and "predict failed" in reply["message"]
+    logged = [r for r in server_errors if "predict failed" in r.getMessage()]
+    assert len(logged) == 2  # logged with a traceback, as an ERROR: it is the server's problem
+    for record in logged:
+        server_errors.remove(record)

@@ -42,7 +42,7 @@ class ServerSettings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("device", "game", mode="before")
+    @field_validator("device", "game", "ctx", "old_layout", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -72,8 +72,8 @@ class ReplySpy(PolicyClient):
         self.replies.append(pred)
         return pred
 
-    def reset(self) -> None:
-        self.inner.reset()
+    def request(self, message: dict) -> dict:
+        return self.inner.request(message)
 
     def info(self) -> dict:
         info = self.inner.info()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nitrogen import BUTTON_NAMES
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SCRIPT = REPO / "clients" / "lua" / "nitrogen_bizhawk.lua"
@@ -24,29 +26,7 @@ HARNESS = HERE / "harness.lua"
 EVAL = HERE / "eval.lua"
 READY = re.compile(r"listening tcp on ([\d.]+):(\d+)")
 
-MODEL_BUTTONS = [
-    "BACK",
-    "DPAD_DOWN",
-    "DPAD_LEFT",
-    "DPAD_RIGHT",
-    "DPAD_UP",
-    "EAST",
-    "GUIDE",
-    "LEFT_SHOULDER",
-    "LEFT_THUMB",
-    "LEFT_TRIGGER",
-    "NORTH",
-    "RIGHT_BOTTOM",
-    "RIGHT_LEFT",
-    "RIGHT_RIGHT",
-    "RIGHT_SHOULDER",
-    "RIGHT_THUMB",
-    "RIGHT_TRIGGER",
-    "RIGHT_UP",
-    "SOUTH",
-    "START",
-    "WEST",
-]
+MODEL_BUTTONS = list(BUTTON_NAMES)  # the model's 21 outputs, in order
 
 
 def _dpad(p: str, up: str = "Up", down: str = "Down", left: str = "Left", right: str = "Right") -> dict:

@@ -87,12 +87,19 @@ class PolicyClient(ABC):
         """Send one RGB frame (H x W x 3 uint8 array or PIL image); get the next action chunk."""
 
     @abstractmethod
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request dict; return the ok reply or raise ServerError with the server's message."""
+
     def reset(self) -> None:
         """Clear this client's frame history on the server."""
+        self.request({"type": "reset"})
 
-    @abstractmethod
     def info(self) -> dict[str, Any]:
         """Session and model facts (``action_downsample_ratio``, ``action_horizon``, ``buttons`` ...)."""
+        reply = self.request({"type": "info"})
+        if not isinstance(reply.get("info"), dict):
+            raise ProtocolError(f"info reply lacks an 'info' dict: keys {sorted(reply)}")
+        return reply["info"]
 
     @abstractmethod
     def close(self) -> None:

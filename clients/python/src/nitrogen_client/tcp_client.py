@@ -158,17 +158,6 @@ class TcpClient(PolicyClient):
         self.last_repeat = int(repeat) if isinstance(repeat, (int, float)) else None
         return parse_prediction(reply["pred"])
 
-    def reset(self) -> None:
-        """Clear this connection's frame buffer on the server."""
-        self.request({"type": "reset"})
-
-    def info(self) -> dict[str, Any]:
-        """Session info as the server reports it."""
-        reply = self.request({"type": "info"})
-        if not isinstance(reply.get("info"), dict):
-            raise ProtocolError(f"info reply lacks an 'info' dict: keys {sorted(reply)}")
-        return reply["info"]
-
     def close(self) -> None:
         """Close the connection; later calls raise ClientError."""
         if not self._closed:

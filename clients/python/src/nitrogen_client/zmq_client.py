@@ -140,18 +140,6 @@ class ModelClient(PolicyClient):
             raise ProtocolError(f"predict reply lacks 'pred': keys {sorted(reply)}")
         return parse_prediction(reply["pred"])
 
-    def reset(self) -> None:
-        """Clear the session's frame buffer."""
-        self.request({"type": "reset"})
-        log.debug("session reset")
-
-    def info(self) -> dict[str, Any]:
-        """Session info as the server reports it."""
-        reply = self.request({"type": "info"})
-        if not isinstance(reply.get("info"), dict):
-            raise ProtocolError(f"info reply lacks an 'info' dict: keys {sorted(reply)}")
-        return reply["info"]
-
     def close(self) -> None:
         """Close the socket and the context; later calls raise ClientError."""
         if self._closed:

@@ -35,6 +35,7 @@ from .sessions import SessionRegistry
 
 log = logging.getLogger("nitrogen_server.service")
 PRED_KEYS = ("j_left", "j_right", "buttons")
+RAW_256 = 256 * 256 * 3
 
 
 def frame_to_rgb(image: Any, max_side: int) -> np.ndarray:
@@ -119,6 +120,13 @@ class PolicyService:
             log.debug("%s %s -> ok (%.1f ms)", key, kind, ms)
         return response
 
+    @staticmethod
+    def _cheap_to_prepare(image: Any) -> bool:
+        """Arrays and the default raw 256x256 payload need no decoding: skip the thread hop (~0.2 ms)."""
+        if isinstance(image, np.ndarray):
+            return image.nbytes <= RAW_256
+        return isinstance(image, EncodedFrame) and len(image.data) == RAW_256 and image.data[:2] != b"BM"
+
     def _prepare_and_submit(self, session: Any, request: PredictRequest) -> Future:
         rgb = frame_to_rgb(request.image, self.settings.max_image_side)
         rgb = np.ascontiguousarray(apply_resize_mode(rgb, request.resize_mode))
@@ -129,8 +137,11 @@ class PolicyService:
         async with entry.lock:
             entry = self.sessions.get(key) or entry  # a reset may have replaced it while we waited
             entry.touch()
-            loop = asyncio.get_running_loop()
-            fut = await loop.run_in_executor(self._pool, self._prepare_and_submit, entry.session, request)
+            if self._cheap_to_prepare(request.image):
+                fut = self._prepare_and_submit(entry.session, request)
+            else:
+                loop = asyncio.get_running_loop()
+                fut = await loop.run_in_executor(self._pool, self._prepare_and_submit, entry.session, request)
             pred = await asyncio.wrap_future(fut)
             entry.touch()
         out = {}

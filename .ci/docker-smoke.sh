@@ -52,8 +52,8 @@ cleanup() {
   [ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null && wait "$HTTP_PID" 2>/dev/null
   if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
     if [ "$rc" != 0 ]; then
-      log "failure: last dockerd log lines follow"
-      tail -n 30 "$WORK/dockerd.log" >&2
+      log "failure: dockerd's last warnings and errors follow"
+      grep -E 'level=(warning|error|fatal)' "$WORK/dockerd.log" | tail -n 20 >&2
     fi
     kill -TERM "$DOCKERD_PID"
     for i in $(seq 1 30); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done

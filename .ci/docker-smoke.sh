@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Docker smoke test (issue 7), run by .ci/run on a fresh machine: lint the Dockerfile and compose
-# file, build the image for real on a debootstrapped stand-in base (no image can be pulled here),
-# start it with `docker compose` on the host network with the demo model, wait until healthy, send
-# a predict to both ports on 127.0.0.1, then tear everything down. Runs its own dockerd with its own
-# roots under a temp dir; the EXIT trap stops it and removes everything even when a step fails.
+# files, build the image for real on a debootstrapped stand-in base (no image can be pulled here),
+# check the image alone (no weights + offline: fails naming the file; weights in the volume: serves
+# as non-root PID 1 and exits 0 on SIGTERM), then start it with `docker compose` (CPU file + CI
+# override: host network, demo model), wait until healthy, send a predict to both ports on
+# 127.0.0.1, stop, down. Runs its own dockerd with its own roots under a temp dir; the EXIT trap
+# stops it and removes everything even when a step fails. Prints each phase's time.
 #
+# NITROGEN_GOLDEN=DIR: where tiny-a.pt is (default ../shared/golden, as for the tests).
 # NITROGEN_SMOKE_CACHE=DIR (optional, local runs): keep the stand-in base rootfs tarball there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -128,8 +128,7 @@ def protocol_overhead(n: int, device: str) -> dict[str, Any]:
 
 
 def memory(engine: InferenceEngine) -> dict[str, Any]:
-    params = sum(p.numel() * p.element_size() for p in engine.model.parameters())
-    out = {"model_weights_mb": round(params / 2**20, 1),
+    out = {"model_weights_mb": round(engine.weight_bytes / 2**20, 1),
            "host_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if engine.device.type == "cuda":
         out["device_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

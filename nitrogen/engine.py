@@ -27,7 +27,7 @@ from .actions import decode_actions
 from .errors import CheckpointError
 from .cuda_graphs import GraphedDenoiser
 from .forward import BatchedForward
-from .modeling import NitroGenModel
+from .modeling import CategorySpecificLinear, NitroGenModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class EngineOptions(BaseModel):
     cuda_graphs: bool = Field(True, description="replay the denoising loop as a CUDA graph per batch size")
     gpu_preprocess: bool = Field(True, description="resize/normalise frames on the GPU")
     warmup: bool = Field(True, description="run dummy predicts at start so the first request is not slow")
+    cpu_onednn: bool = Field(True, description="oneDNN linear layers on CPU (float32; ~1.8x faster at 18 rows)")
 
 
 @dataclass
@@ -62,6 +63,37 @@ class Job:
     cfg_scale: float
     game_id: int
     future: Future = field(default_factory=Future)
+
+
+class OneDNNLinear(torch.nn.Module):
+    """``nn.Linear`` with its weight prepacked for oneDNN (float32, inference only).
+
+    MKL's GEMM reaches ~40% of peak on the DiT's 18-row inputs; oneDNN about twice that. Results
+    differ from MKL only in float32 rounding order (2e-7 on the golden vectors).
+    """
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+        self.register_buffer("weight", linear.weight.detach().to_mkldnn(), persistent=False)
+        self.register_buffer("bias", bias.detach().to_mkldnn(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight, self.bias).to_dense()
+
+
+def to_onednn_linears(model: torch.nn.Module) -> int:
+    """Swap float32 ``nn.Linear`` layers for :class:`OneDNNLinear` in place; returns how many."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, CategorySpecificLinear) and child.W.shape[0] == 1:
+                child = child.as_linear()
+            if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32:
+                setattr(parent, name, OneDNNLinear(child))
+                swapped += 1
+    return swapped
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -104,6 +136,9 @@ class InferenceEngine:
             self.model, self.model.step_constants(self.num_steps, m.num_timestep_buckets),
             seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame, has_game_token=self.has_game_token,
             device=self.device, dtype=self.dtype, gpu_preprocess=self.options.gpu_preprocess)
+        self.weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        if self.device.type == "cpu" and self.options.cpu_onednn and torch.backends.mkldnn.is_available():
+            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model))
         self._denoiser = (GraphedDenoiser(self.forward.denoise)
                           if self.options.cuda_graphs and self.device.type == "cuda" else None)
         self._rng = torch.Generator("cpu")

@@ -149,6 +149,15 @@ class CategorySpecificLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(x, self.W[0]) + self.b[0]
 
+    def as_linear(self) -> nn.Linear:
+        """The embodiment-0 layer as an ``nn.Linear`` (for kernels that want that form)."""
+        out_dim, in_dim = self.W.shape[2], self.W.shape[1]
+        linear = nn.Linear(in_dim, out_dim, device=self.W.device, dtype=self.W.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self.W[0].t())
+            linear.bias.copy_(self.b[0])
+        return linear
+
 
 class ActionEncoder(nn.Module):
     def __init__(self, action_dim: int, hidden: int, num_embodiments: int) -> None:

@@ -27,6 +27,7 @@ import torch
 
 from benchmarks.shapes import build_ng_shaped_model
 from nitrogen import EngineOptions, InferenceEngine
+from nitrogen.demo import build_demo_model
 from nitrogen.engine import Frame, Job
 from nitrogen_client import ModelClient, TcpClient
 from nitrogen_server.app import ServerThread
@@ -192,9 +193,7 @@ def main() -> None:
     results["protocol_overhead_demo"] = protocol_overhead(200, args.device)
 
     log.info("building the ng.pt-shaped model...")
-    if args.model == "demo":
-        from nitrogen.demo import build_demo_model as build_ng_shaped_model  # noqa: F811
-    model = build_ng_shaped_model()
+    model = build_ng_shaped_model() if args.model == "ng" else build_demo_model()
     m = model.cfg.model_cfg
     results["model"] = {"kind": args.model, "parameters": sum(p.numel() for p in model.parameters()),
                         "steps": m.num_inference_timesteps, "horizon": m.action_horizon}

@@ -63,30 +63,47 @@ class TransformerBlock(nn.Module):
     def add_positions(self, x: torch.Tensor) -> torch.Tensor:
         return self.pos_embed(x) if self.pos_embed is not None else x
 
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.attn1.heads, -1).transpose(1, 2)
+
     def key_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads-split keys and values of ``context``: cached once per predict for cross blocks."""
-        heads = self.attn1.heads
-        b, n, _ = context.shape
-        k = self.attn1.to_k(context).view(b, n, heads, -1).transpose(1, 2)
-        v = self.attn1.to_v(context).view(b, n, heads, -1).transpose(1, 2)
-        return k, v
+        attn = self.attn1
+        if getattr(attn, "to_kv", None) is not None:
+            k, v = attn.to_kv(context).chunk(2, dim=-1)
+        else:
+            k, v = attn.to_k(context), attn.to_v(context)
+        return self._heads(k), self._heads(v)
 
-    def attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """diffusers' AttnProcessor2_0 with precomputed keys/values (identical numerics)."""
-        heads = self.attn1.heads
-        b, n, _ = x.shape
-        q = self.attn1.to_q(x).view(b, n, heads, -1).transpose(1, 2)
-        k, v = kv
-        if k.shape[0] != b:  # keys shared by every row of a group
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+    def attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """diffusers' AttnProcessor2_0 math, with cached keys/values (cross) or self-attention."""
+        attn = self.attn1
+        if kv is None and getattr(attn, "to_qkv", None) is not None:
+            q, k, v = (self._heads(t) for t in attn.to_qkv(x).chunk(3, dim=-1))
+        else:
+            q = self._heads(attn.to_q(x))
+            k, v = kv if kv is not None else self.key_values(x)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
-        out = out.transpose(1, 2).reshape(b, n, -1).to(q.dtype)
-        return self.attn1.to_out[0](out)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1).to(q.dtype)
+        return attn.to_out[0](out)
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """One GEMM for q/k/v (self-attention) or k/v (cross-attention) instead of three or two.
+
+        Same dot products, fewer and larger kernels; the separate layers are dropped so the weights
+        are not held twice.
+        """
+        attn = self.attn1
+        attn.fuse_projections()
+        for name in ("to_k", "to_v") if self.is_cross else ("to_q", "to_k", "to_v"):
+            delattr(attn, name)
 
     def forward_plain(self, h: torch.Tensor) -> torch.Tensor:
         """The mixer's block: layer norm, self-attention, feed-forward."""
         n = self.add_positions(self.norm1(h))
-        h = h + self.attend(n, self.key_values(n))
+        h = h + self.attend(n)
         return h + self.ff(self.norm3(h))
 
 
@@ -255,6 +272,11 @@ class NitroGenModel(nn.Module):
             steps.append(StepConstants(tau, mods, shift[:, None], scale[:, None]))
         return steps
 
+    def fuse_projections(self) -> None:
+        """Fused attention projections in the mixer and the DiT (after the weights are loaded)."""
+        for blk in [*self.vl_self_attention_model.transformer_blocks, *self.model.transformer_blocks]:
+            blk.fuse_projections()
+
     def _device(self) -> torch.device:
         return self.action_encoder.W1.W.device
 
@@ -267,7 +289,7 @@ class NitroGenModel(nn.Module):
             h = h + self.position_embedding.weight[: h.shape[1]].unsqueeze(0)
         for blk, (scale, shift), cached in zip(self.model.transformer_blocks, step.block_mods, kv):
             n = blk.add_positions(blk.norm1.norm(h) * (1 + scale) + shift)
-            h = h + blk.attend(n, cached if cached is not None else blk.key_values(n))
+            h = h + blk.attend(n, cached)
             h = h + blk.ff(blk.norm3(h))
         h = self.model.norm_out(h) * (1 + step.out_scale) + step.out_shift
         return self.action_decoder(self.model.proj_out_2(h))

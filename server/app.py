@@ -23,7 +23,7 @@ def load_engine(settings: ServerSettings) -> Any:
     """The library's engine for the configured checkpoint (blocking: loads weights)."""
     from nitrogen import EngineOptions, InferenceEngine
 
-    options = EngineOptions(max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    options = EngineOptions(**settings.model_dump(include=set(EngineOptions.model_fields)))
     return InferenceEngine.from_checkpoint(
         settings.checkpoint, device=settings.device, options=options, old_layout=settings.old_layout
     )

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{field.description} ({default}env NITROGEN_{name.upper()})"
         if name == "old_layout":
             parser.add_argument(_flag(name), action="store_const", const=True, help=help_text)
+        elif field.annotation is bool:  # fast-path switches, on by default
+            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False,
+                                help=f"turn off: {field.description} (env NITROGEN_{name.upper()}=0)")
         elif name == "log_level":
             parser.add_argument(_flag(name), choices=typing.get_args(field.annotation), type=str.lower,
                                 help=help_text)
@@ -102,10 +105,18 @@ async def _serve(settings: ServerSettings, engine: Any) -> None:
     await server.serve(stop)
 
 
+def _exit_while_loading(signum: int, frame: Any) -> None:
+    log.info("received %s while loading: exiting", signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
 def serve(settings: ServerSettings) -> int:
     """Load the model, serve until SIGTERM/SIGINT, return the exit code."""
     from .app import load_engine
 
+    # Until the event loop installs its handlers, SIGTERM must still stop us: as a container's PID 1
+    # the kernel ignores signals without a handler, so `docker stop` during a download would hang.
+    signal.signal(signal.SIGTERM, _exit_while_loading)
     log.info("loading checkpoint %s (device: %s)", settings.checkpoint, settings.device or "auto")
     try:
         engine = load_engine(settings)

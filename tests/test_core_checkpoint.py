@@ -160,3 +160,18 @@ def test_vision_config_from_shapes_and_known_encoder_table(golden_dir, tmp_path)
 def test_explicit_vision_config_wins(golden_dir):
     loaded = read_checkpoint(golden_dir / "tiny-b.pt")
     assert loaded.vision.num_attention_heads == 4
+
+
+def test_sizes_come_from_the_checkpoint_horizon_18_and_8_steps(golden_dir, tmp_path):
+    """Nothing assumes the golden (or released) numbers: horizon and step count follow the config."""
+    raw = _raw(golden_dir)
+    cfg = {**raw["ckpt_config"], "model_cfg": {**raw["ckpt_config"]["model_cfg"]}}
+    cfg["model_cfg"].update(action_horizon=18, num_inference_timesteps=8)
+    torch.save({**raw, "ckpt_config": cfg}, tmp_path / "h18.pt")
+    session = InferenceSession.from_checkpoint(tmp_path / "h18.pt", device="cpu", options=NO_WARMUP)
+    pred = session.predict(np.zeros((240, 320, 3), np.uint8), seed=1)
+    assert pred["j_left"].shape == (18, 2) and pred["buttons"].shape == (18, 21)
+    info = session.info()
+    assert (info["action_horizon"], info["num_inference_timesteps"]) == (18, 8)
+    with pytest.raises(ValueError, match=r"noise has shape \(16, 25\); expected \(18, 25\)"):
+        session.predict(np.zeros((8, 8, 3), np.uint8), noise=np.zeros((16, 25), np.float32))

@@ -118,14 +118,33 @@ def concurrency(engine: InferenceEngine, clients: int, rounds: int) -> dict[str,
 
 
 def protocol_overhead(n: int, device: str) -> dict[str, Any]:
-    """Demo model: end-to-end p50 over each port minus the in-process p50."""
+    """Demo model: what each port adds to an in-process predict, as the median of paired differences.
+
+    The four ways of calling are interleaved round-robin, so machine noise hits them alike; one torch
+    thread, because the toy model's kernels are too small to split and threads only add jitter.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     engine = InferenceEngine.from_checkpoint("demo", device=device, options=EngineOptions(max_wait_ms=0))
     session = engine.new_session()
-    inproc = percentiles(timed(lambda: session.predict(FRAME), n, warmup=5))
-    e2e = end_to_end(engine, n)
+    settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_wait_ms=0)
+    with ServerThread(settings, engine) as srv, ModelClient("127.0.0.1", srv.zmq_port) as zc, \
+            TcpClient("127.0.0.1", srv.tcp_port, encoding="raw") as raw, \
+            TcpClient("127.0.0.1", srv.tcp_port, encoding="png") as png:
+        calls = {"in_process": lambda: session.predict(FRAME), "zmq": lambda: zc.predict(FRAME),
+                 "tcp_raw": lambda: raw.predict(FRAME), "tcp_png": lambda: png.predict(FRAME)}
+        samples: dict[str, list[float]] = {k: timed(fn, 0, warmup=10) for k, fn in calls.items()}
+        for _ in range(n):
+            for key, fn in calls.items():
+                samples[key] += timed(fn, 1, warmup=0)
     engine.close()
-    return {"in_process": inproc, **{port: {**stats, "overhead_p50_ms": round(stats["p50_ms"] - inproc["p50_ms"], 3)}
-                                     for port, stats in e2e.items()}}
+    torch.set_num_threads(threads)
+    base = samples["in_process"]
+    out: dict[str, Any] = {"in_process": percentiles(base)}
+    for port in ("zmq", "tcp_raw", "tcp_png"):
+        paired = statistics.median(e - b for e, b in zip(samples[port], base))
+        out[port] = {**percentiles(samples[port]), "overhead_p50_ms": round(paired * 1000, 3)}
+    return out
 
 
 def memory(engine: InferenceEngine) -> dict[str, Any]:

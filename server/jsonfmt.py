@@ -54,14 +54,26 @@ def encode_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def _stick_number(value: float) -> str:
+    """format_number(value, STICK_DECIMALS) for a finite value, inlined: it runs 4H times per reply."""
+    text = f"{value:.{STICK_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "", "-") else text
+
+
 def _sticks(arr: np.ndarray) -> str:
-    rows = (f"[{format_number(x, STICK_DECIMALS)},{format_number(y, STICK_DECIMALS)}]" for x, y in arr)
+    rows = (f"[{_stick_number(x)},{_stick_number(y)}]" for x, y in arr.tolist())
     return "[" + ",".join(rows) + "]"
 
 
 def _buttons(arr: np.ndarray) -> str:
-    rows = ("[" + ",".join("1" if v > 0.5 else "0" for v in row) + "]" for row in arr)
-    return "[" + ",".join(rows) + "]"
+    """Rows of 0/1 built as one byte array: [d,d,...,d], with no per-value Python work."""
+    h, w = arr.shape
+    if h == 0 or w == 0:
+        return "[" + ",".join("[]" for _ in range(h)) + "]"
+    out = np.full((h, 2 * w + 2), ord(","), dtype=np.uint8)  # "[" + w digits and w-1 commas + "]" + ","
+    out[:, 0], out[:, 2 * w] = ord("["), ord("]")
+    out[:, 1:2 * w:2] = np.where(arr > 0.5, ord("1"), ord("0"))
+    return "[" + out.tobytes()[:-1].decode("ascii") + "]"
 
 
 def encode_reply(response: Response) -> bytes:

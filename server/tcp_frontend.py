@@ -11,7 +11,9 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import Any
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from .config import ServerSettings
 from .images import BMP_PROBE_BYTES, RAW_FRAME_BYTES, RAW_SIDE, EncodedFrame, bmp_total_size
@@ -21,6 +23,17 @@ from .service import PolicyService
 
 log = logging.getLogger("nitrogen_server.tcp")
 _EOF = object()
+T = TypeVar("T")
+
+
+if sys.version_info >= (3, 11):
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        """A timeout without wait_for's extra task per call (this is on every read of every request)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 class FramingError(Exception):
@@ -88,7 +101,7 @@ class _Connection:
 
     async def _send(self, line: bytes) -> None:
         self.writer.write(line)
-        await asyncio.wait_for(self.writer.drain(), self.settings.read_timeout_s)
+        await _within(self.settings.read_timeout_s, self.writer.drain())
 
     async def _linger(self) -> None:
         """Before closing on a framing error, let the error line reach the client.
@@ -125,7 +138,7 @@ class _Connection:
                     break
                 self.idle = True
                 try:
-                    first = await asyncio.wait_for(self.reader.read(1), self.settings.session_idle_s)
+                    first = await _within(self.settings.session_idle_s, self.reader.read(1))
                 except asyncio.TimeoutError:
                     log.info("%s idle for %.0f s, closing", self.key, self.settings.session_idle_s)
                     break
@@ -164,7 +177,7 @@ class _Connection:
         line = first
         if first != b"\n":
             try:
-                line += await asyncio.wait_for(self.reader.readuntil(b"\n"), self.settings.read_timeout_s)
+                line += await _within(self.settings.read_timeout_s, self.reader.readuntil(b"\n"))
             except asyncio.LimitOverrunError:
                 raise FramingError(f"header line is longer than {limit} bytes; expected one JSON object "
                                    "per line, ending in \\n") from None
@@ -207,7 +220,7 @@ class _Connection:
         """Read n bytes; the read timeout applies to each wait for more data, not to the whole payload."""
         chunks, left = [], n
         while left:
-            chunk = await asyncio.wait_for(self.reader.read(min(left, 1 << 20)), self.settings.read_timeout_s)
+            chunk = await _within(self.settings.read_timeout_s, self.reader.read(min(left, 1 << 20)))
             if not chunk:
                 raise asyncio.IncompleteReadError(b"".join(chunks), n)
             chunks.append(chunk)

@@ -32,6 +32,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
     ("collections", "OrderedDict"),
+    ("builtins", "bytearray"),
 }
 
 

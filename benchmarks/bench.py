@@ -212,11 +212,12 @@ def main() -> None:
     results["protocol_overhead_demo"] = protocol_overhead(200, args.device)
 
     log.info("building the ng.pt-shaped model...")
-    model = build_ng_shaped_model() if args.model == "ng" else build_demo_model()
-    m = model.cfg.model_cfg
-    results["model"] = {"kind": args.model, "parameters": sum(p.numel() for p in model.parameters()),
+    build = build_ng_shaped_model if args.model == "ng" else build_demo_model
+    engine = InferenceEngine(build, ckpt_path=f"{args.model}-shaped-random", device=args.device,
+                             options=EngineOptions())
+    m = engine.config.model_cfg
+    results["model"] = {"kind": args.model, "parameters": engine.num_parameters,
                         "steps": m.num_inference_timesteps, "horizon": m.action_horizon}
-    engine = InferenceEngine(model, ckpt_path="ng-shaped-random", device=args.device, options=EngineOptions())
     session = engine.new_session()
     results["single"] = {"optimised": percentiles(timed(lambda: session.predict(FRAME), iters))}
     if not args.skip_naive:
@@ -235,7 +236,7 @@ def main() -> None:
     if args.compare_flags and gpu:
         results["ablation"] = {}
         for flag in ("cuda_graphs", "bf16", "gpu_preprocess"):
-            e = InferenceEngine(build_ng_shaped_model(), ckpt_path="ng-shaped-random", device=args.device,
+            e = InferenceEngine(build, ckpt_path="ng-shaped-random", device=args.device,
                                 options=EngineOptions(**{flag: False}))
             s = e.new_session()
             results["ablation"][f"{flag}=off"] = percentiles(timed(lambda: s.predict(FRAME), iters))

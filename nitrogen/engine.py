@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from .actions import decode_actions
 from .errors import CheckpointError
 from .cuda_graphs import GraphedDenoiser
 from .forward import BatchedForward
-from .modeling import CategorySpecificLinear, NitroGenModel
+from .modeling import CategorySpecificLinear, NitroGenModel, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class Job:
     future: Future = field(default_factory=Future)
 
 
+ONEDNN_MIN_WEIGHTS = 256 * 256  # below this the layout conversions cost more than oneDNN saves
+
+
 class OneDNNLinear(torch.nn.Module):
     """``nn.Linear`` with its weight prepacked for oneDNN (float32, inference only).
 
@@ -91,7 +95,8 @@ def to_onednn_linears(model: torch.nn.Module) -> int:
         for name, child in list(parent.named_children()):
             if isinstance(child, CategorySpecificLinear) and child.W.shape[0] == 1:
                 child = child.as_linear()
-            if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32:
+            if (type(child) is torch.nn.Linear and child.weight.dtype == torch.float32
+                    and child.weight.numel() >= ONEDNN_MIN_WEIGHTS):
                 setattr(parent, name, OneDNNLinear(child))
                 swapped += 1
     return swapped
@@ -110,17 +115,39 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 class InferenceEngine:
     """Weights + the batching worker. Create sessions with :meth:`new_session`."""
 
-    def __init__(self, model: NitroGenModel, *, ckpt_path: str, device: str | torch.device | None = None,
-                 options: EngineOptions | None = None, old_layout: bool | None = None,
-                 game_names: dict[str, int] | None = None) -> None:
+    def __init__(self, model: NitroGenModel | Callable[[], NitroGenModel], *, ckpt_path: str,
+                 device: str | torch.device | None = None, options: EngineOptions | None = None,
+                 old_layout: bool | None = None, game_names: dict[str, int] | None = None) -> None:
+        """``model`` may be a factory: building it on the worker thread keeps all kernels there."""
         self.options = options or EngineOptions()
         self.device = pick_device(device)
         self.dtype = torch.bfloat16 if (self.device.type == "cuda" and self.options.bf16) else torch.float32
-        self.model = model.to(self.device, self.dtype)
         self.ckpt_path = ckpt_path
+        self.game_names = dict(game_names or {})
+        self._old_layout = old_layout
+        self._rng = torch.Generator("cpu")
+        self._rng.seed()
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching really behaved
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._closed = False
+        # All tensor work, set-up included, happens on the worker thread: kernels run from a second
+        # long-lived thread bring a second OpenMP team, which slows the first by ~15% on 2 cores.
+        self._setup_error: BaseException | None = None
+        self._ready = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(model,), name="nitrogen-inference", daemon=True)
+        self._worker.start()
+        self._ready.wait()
+        if self._setup_error is not None:
+            self._closed = True
+            raise self._setup_error
+
+    def _setup(self, model: NitroGenModel | Callable[[], NitroGenModel]) -> None:
+        """Build/place the model, derive every size from its config, fast paths, warm-up (worker)."""
+        if not isinstance(model, NitroGenModel):
+            model = model()
         cfg = model.cfg
         self.config = cfg
-        self.old_layout = cfg.tokenizer_cfg.old_layout if old_layout is None else bool(old_layout)
+        self.old_layout = cfg.tokenizer_cfg.old_layout if self._old_layout is None else bool(self._old_layout)
         m = cfg.model_cfg
         self.horizon = m.action_horizon
         self.action_dim = m.action_dim
@@ -130,27 +157,21 @@ class InferenceEngine:
         self.tokens_per_frame = (model.vision_config.image_size // model.vision_config.patch_size) ** 2
         self.has_game_token = model.game_embedding is not None
         self.num_games = model.game_embedding.num_embeddings if model.game_embedding is not None else 0
-        self.game_names = dict(game_names or {})
         self.default_context_length = cfg.modality_cfg.frame_per_sample
         self._check_geometry()
+        self.model = model.to(self.device, self.dtype)
+        self.weight_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        self.num_parameters = count_parameters(self.model)
         self.forward = BatchedForward(
             self.model, self.model.step_constants(self.num_steps, m.num_timestep_buckets),
             seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame, has_game_token=self.has_game_token,
             device=self.device, dtype=self.dtype, gpu_preprocess=self.options.gpu_preprocess)
-        self.weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         if self.options.fuse_qkv:
             self.model.fuse_projections()
         if self.device.type == "cpu" and self.options.cpu_onednn and torch.backends.mkldnn.is_available():
             logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model))
         self._denoiser = (GraphedDenoiser(self.forward.denoise)
                           if self.options.cuda_graphs and self.device.type == "cuda" else None)
-        self._rng = torch.Generator("cpu")
-        self._rng.seed()
-        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching really behaved
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._closed = False
-        self._worker = threading.Thread(target=self._work, name="nitrogen-inference", daemon=True)
-        self._worker.start()
         if self.options.warmup:
             self._warmup()
 
@@ -162,15 +183,14 @@ class InferenceEngine:
         if str(path_or_demo) == "demo":
             from .demo import build_demo_model
 
-            return cls(build_demo_model(), ckpt_path="demo", device=device, options=options,
+            return cls(build_demo_model, ckpt_path="demo", device=device, options=options,
                        old_layout=old_layout)
         from .weights import ensure_checkpoint
 
         path = ensure_checkpoint(path_or_demo)
         loaded = ckpt_io.read_checkpoint(path)
-        model = ckpt_io.build_model(loaded)
-        return cls(model, ckpt_path=str(path), device=device, options=options, old_layout=old_layout,
-                   game_names=loaded.game_names)
+        return cls(lambda: ckpt_io.build_model(loaded), ckpt_path=str(path), device=device, options=options,
+                   old_layout=old_layout, game_names=loaded.game_names)
 
     def _check_geometry(self) -> None:
         m = self.config.model_cfg
@@ -233,7 +253,14 @@ class InferenceEngine:
             self._worker.join(timeout=30)
 
     # ---- the worker ----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, model: NitroGenModel | Callable[[], NitroGenModel]) -> None:
+        try:
+            self._setup(model)
+        except BaseException as exc:  # surfaced by __init__ in the caller's thread
+            self._setup_error = exc
+            return
+        finally:
+            self._ready.set()
         while True:
             first = self._queue.get()
             if first is None:
@@ -290,7 +317,5 @@ class InferenceEngine:
                      if 1 << k <= self.options.max_batch]
         for n in sizes:
             for scale in (1.0, 2.0) if self._denoiser is not None else (1.0,):
-                jobs = [Job([frame], self.make_noise(seed=0), scale, GAME_NONE) for _ in range(n)]
-                self._run_safely(jobs)
-                jobs[-1].future.result()
+                self.run_batch([Job([frame], self.make_noise(seed=0), scale, GAME_NONE) for _ in range(n)])
         logger.info("warm-up done in %.2f s (batch sizes %s)", time.perf_counter() - start, sizes)

@@ -68,12 +68,13 @@ class BatchedForward:
         """uint8 upload, bicubic resize on the GPU where needed, rescale and normalise there."""
         size, out = self.image_size, []
         for f in frames:
-            t = torch.from_numpy(f.rgb).to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
+            t = torch.tensor(f.rgb).to(self.device).permute(2, 0, 1)[None].float()  # frames may be read-only
             if t.shape[-2:] != (size, size):
                 t = F.interpolate(t, size=(size, size), mode="bicubic", antialias=True,
                                   align_corners=False).round_().clamp_(0, 255)
             out.append(t)
-        return (torch.cat(out) * (1 / 255) - MEAN) / STD
+        scaled = (torch.cat(out).double() * (1 / 255)).float()  # the same roundings as the CPU path
+        return (scaled - MEAN) / STD
 
     # ---- conditioning ----------------------------------------------------------------------------------
     def _vl_row(self, frames: list[Frame], game_id: int | None) -> torch.Tensor:

@@ -153,3 +153,17 @@ def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
     assert "network is unreachable" in str(err.value)
     with pytest.raises(CheckpointError, match="does not exist"):
         InferenceSession.from_checkpoint(tmp_path / "other.pt", device="cpu")
+
+
+def test_gpu_preprocessing_math_matches_pillow_path(demo_engine):
+    """The CUDA-side preprocessing (run here on CPU tensors) equals the exact path at 256x256 and
+    stays within a couple of grey levels after a bicubic resize."""
+    from nitrogen.engine import Frame
+    from nitrogen.preprocess import pixel_values
+
+    rng = np.random.default_rng(3)
+    square = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(square).resize((320, 240), Image.BILINEAR))
+    got = demo_engine.forward._pixels_gpu([Frame(square), Frame(smooth)]).numpy()
+    np.testing.assert_array_equal(got[0], pixel_values(square, 256))
+    assert np.abs(got[1] - pixel_values(smooth, 256)).max() <= 4 / 255 * 2  # normalised units

@@ -34,12 +34,15 @@ class _Captured:
 class GraphedDenoiser:
     """Pads a batch to its bucket, then replays (or on CPU, runs) the loop on static buffers."""
 
-    def __init__(self, denoise: Callable[[BatchInputs], torch.Tensor], capture: bool = True) -> None:
+    def __init__(self, denoise: Callable[[BatchInputs], torch.Tensor], capture: bool = True,
+                 capacity: int = 1) -> None:
         self._denoise = denoise
         self._capture = capture and torch.cuda.is_available()
         self._graphs: dict[tuple[int, int], _Captured] = {}
         self._pool = torch.cuda.graph_pool_handle() if self._capture else None
         self._broken = False
+        self._capacity = bucket(capacity)
+        self._arena: BatchInputs | None = None
 
     def __call__(self, inp: BatchInputs) -> torch.Tensor:
         b, r = inp.x0.shape[0], inp.row_job.shape[0]
@@ -55,18 +58,28 @@ class GraphedDenoiser:
         entry.graph.replay()
         return entry.output[:b].clone()
 
-    @staticmethod
-    def _static_like(inp: BatchInputs, jobs: int, extra_rows: int) -> BatchInputs:
+    def _static_like(self, inp: BatchInputs, jobs: int, extra_rows: int) -> BatchInputs:
+        """Views into one shared arena: graphs never run at once, so every bucket can use it."""
         rows = jobs + extra_rows
-        kv = [None if p is None else tuple(torch.zeros((rows, *t.shape[1:]), dtype=t.dtype, device=t.device)
-                                           for t in p) for p in inp.kv]
-        dev = inp.x0.device
+        arena = self._arena
+        if arena is None or arena.x0.shape[0] < jobs or arena.row_job.shape[0] < rows:
+            cap = max(self._capacity, jobs, extra_rows)
+            dev = inp.x0.device
+            arena = self._arena = BatchInputs(
+                x0=torch.zeros((cap, *inp.x0.shape[1:]), dtype=inp.x0.dtype, device=dev),
+                kv=[None if p is None else tuple(
+                    torch.zeros((2 * cap, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in p)
+                    for p in inp.kv],
+                row_job=torch.zeros(2 * cap, dtype=torch.long, device=dev),
+                uncond=torch.zeros(cap, dtype=torch.long, device=dev),
+                scale=torch.zeros((cap, 1, 1), dtype=torch.float32, device=dev),
+            )
         return BatchInputs(
-            x0=torch.zeros((jobs, *inp.x0.shape[1:]), dtype=inp.x0.dtype, device=dev),
-            kv=kv,
-            row_job=torch.zeros(rows, dtype=torch.long, device=dev),
-            uncond=torch.arange(jobs, device=dev),
-            scale=torch.zeros((jobs, 1, 1), dtype=torch.float32, device=dev),
+            x0=arena.x0[:jobs],
+            kv=[None if p is None else tuple(t[:rows] for t in p) for p in arena.kv],
+            row_job=arena.row_job[:rows],
+            uncond=arena.uncond[:jobs],
+            scale=arena.scale[:jobs],
         )
 
     @staticmethod

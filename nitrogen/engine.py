@@ -170,7 +170,7 @@ class InferenceEngine:
             self.model.fuse_projections()
         if self.device.type == "cpu" and self.options.cpu_onednn and torch.backends.mkldnn.is_available():
             logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model))
-        self._denoiser = (GraphedDenoiser(self.forward.denoise)
+        self._denoiser = (GraphedDenoiser(self.forward.denoise, capacity=self.options.max_batch)
                           if self.options.cuda_graphs and self.device.type == "cuda" else None)
         if self.options.warmup:
             self._warmup()

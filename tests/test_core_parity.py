@@ -110,3 +110,27 @@ def test_bucket_padding_used_by_cuda_graphs_is_exact(golden_dir, golden):
     np.testing.assert_allclose(bucketed[0].numpy(), g["action_tensor_1"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(bucketed[2].numpy(), g["action_tensor_0"], atol=1e-4, rtol=0)
     engine.close()
+
+
+def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
+    """Batches of different bucket sizes, in any order, reuse one arena without mixing results."""
+    from nitrogen.cuda_graphs import GraphedDenoiser
+
+    g = golden("tiny-b")
+    engine = InferenceEngine.from_checkpoint(golden_dir / "tiny-b.pt", device="cpu",
+                                             options=EngineOptions(warmup=False))
+    padded = GraphedDenoiser(engine.forward.denoise, capture=False, capacity=4)
+    f0, f1 = Frame(g["image_0"]), Frame(g["image_1"])
+    batches = [
+        [Job([f0], engine.make_noise(seed=200), 2.0, 0)],
+        [Job([f0, f1], engine.make_noise(seed=201), 2.0, 0)] + [Job([f1], engine.make_noise(seed=k), 1.0, 0)
+                                                                for k in range(4)],
+        [Job([f0], engine.make_noise(seed=200), 2.0, 0), Job([f0, f1], engine.make_noise(seed=201), 2.0, 0)],
+    ]
+    with torch.inference_mode():
+        out = [padded(engine.forward.prepare(jobs)) for jobs in batches]
+    np.testing.assert_allclose(out[0][0].numpy(), g["action_tensor_0"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out[1][0].numpy(), g["action_tensor_1"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out[2][0].numpy(), g["action_tensor_0"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out[2][1].numpy(), g["action_tensor_1"], atol=1e-4, rtol=0)
+    engine.close()

@@ -134,3 +134,21 @@ def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
     np.testing.assert_allclose(out[2][0].numpy(), g["action_tensor_0"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(out[2][1].numpy(), g["action_tensor_1"], atol=1e-4, rtol=0)
     engine.close()
+
+
+@pytest.mark.parametrize("name", ["tiny-a", "tiny-b"])
+def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name):
+    """The golden towers are too small for the oneDNN swap; force it so its numerics are checked."""
+    import nitrogen.engine
+    from nitrogen.engine import OneDNNLinear
+
+    monkeypatch.setattr(nitrogen.engine, "ONEDNN_MIN_WEIGHTS", 0)
+    g = golden(name)
+    session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu",
+                                               cfg_scale=float(g["cfg_scale"]),
+                                               options=EngineOptions(warmup=False))
+    assert any(isinstance(m, OneDNNLinear) for m in session.engine.model.modules())
+    for i in range(int(g["n_steps"])):
+        got = session.predict_raw(g[f"image_{i}"], seed=int(g["seed"]) + i)
+        np.testing.assert_allclose(got, g[f"action_tensor_{i}"], atol=1e-4, rtol=0)
+    session.engine.close()

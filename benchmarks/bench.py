@@ -11,6 +11,7 @@ cross-attention keys/values recomputed at every Euler step) on the same weights,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -24,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from nitrogen_client import ModelClient, TcpClient
+from nitrogen_server.app import ServerThread
+from nitrogen_server.config import ServerSettings
 
 from benchmarks.shapes import build_ng_shaped_model
 from nitrogen import EngineOptions, InferenceEngine
 from nitrogen.demo import build_demo_model
 from nitrogen.engine import Frame, Job
-from nitrogen_client import ModelClient, TcpClient
-from nitrogen_server.app import ServerThread
-from nitrogen_server.config import ServerSettings
 
 log = logging.getLogger("bench")
 FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
@@ -39,7 +40,10 @@ FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples)
-    pick = lambda q: ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
+
     return {"n": len(ms), "p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3),
             "mean_ms": round(statistics.fmean(ms), 3)}
 
@@ -239,7 +243,7 @@ def main() -> None:
             e = InferenceEngine(build, ckpt_path="ng-shaped-random", device=args.device,
                                 options=EngineOptions(**{flag: False}))
             s = e.new_session()
-            results["ablation"][f"{flag}=off"] = percentiles(timed(lambda: s.predict(FRAME), iters))
+            results["ablation"][f"{flag}=off"] = percentiles(timed(functools.partial(s.predict, FRAME), iters))
             e.close()
 
     args.out.mkdir(parents=True, exist_ok=True)

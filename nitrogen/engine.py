@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import checkpoint as ckpt_io
 from .actions import decode_actions
-from .errors import CheckpointError
 from .cuda_graphs import GraphedDenoiser
+from .errors import CheckpointError
 from .forward import BatchedForward
 from .modeling import CategorySpecificLinear, NitroGenModel, count_parameters
 
@@ -256,7 +256,7 @@ class InferenceEngine:
     def _work(self, model: NitroGenModel | Callable[[], NitroGenModel]) -> None:
         try:
             self._setup(model)
-        except BaseException as exc:  # surfaced by __init__ in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by __init__ in the caller's thread
             self._setup_error = exc
             return
         finally:

@@ -23,7 +23,7 @@ def to_rgb_array(image: Any) -> np.ndarray:
             image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8)
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be {ACCEPTED}; got {type(image).__name__}")
+        raise ValueError(f"image must be {ACCEPTED}; got {type(image).__name__}")  # noqa: TRY004 - one type for callers
     if image.dtype != np.uint8:
         raise ValueError(f"image dtype is {image.dtype}; expected uint8 ({ACCEPTED})")
     if image.ndim != 3:

@@ -29,6 +29,7 @@ class ServerSettings(BaseSettings):
     max_batch: int = Field(32, ge=1, le=1024, description="largest inference batch across sessions")
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill")
     session_idle_s: float = Field(600.0, gt=0, description="idle sessions are forgotten after this many seconds")
+    max_sessions: int = Field(1024, ge=1, description="most sessions kept; beyond, the least recently used goes")
     read_timeout_s: float = Field(30.0, gt=0, description="drop a TCP client that stalls mid-request this long")
     max_header_bytes: int = Field(64 * 1024, ge=256, description="longest TCP JSON header line")
     max_payload_bytes: int = Field(32 * 1024 * 1024, ge=196_608, description="largest TCP payload")

@@ -60,7 +60,7 @@ class PolicyService:
         self.engine = engine
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nitrogen-decode")
-        self.sessions = SessionRegistry(self._new_session, settings.session_idle_s)
+        self.sessions = SessionRegistry(self._new_session, settings.session_idle_s, settings.max_sessions)
         self._default_info = self._new_session().info()  # also validates --cfg/--ctx/--game at startup
         self._endpoints: dict[type, Callable[[str, Any], Awaitable[Response]]] = {
             PredictRequest: self.predict,

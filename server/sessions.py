@@ -34,9 +34,10 @@ class SessionRegistry:
     Only used from the event loop thread, so it needs no locking of its own.
     """
 
-    def __init__(self, factory: SessionFactory, idle_s: float) -> None:
+    def __init__(self, factory: SessionFactory, idle_s: float, max_sessions: int = 1024) -> None:
         self._factory = factory
         self._idle_s = idle_s
+        self._max = max_sessions
         self._entries: dict[str, SessionEntry] = {}
 
     def __len__(self) -> int:
@@ -47,6 +48,8 @@ class SessionRegistry:
 
     def create(self, key: str, **overrides: Any) -> SessionEntry:
         """A new session for `key` (replacing any old one); ValueError for settings the model refuses."""
+        if key not in self._entries and len(self._entries) >= self._max:
+            self._evict_one(key)
         session = self._factory(**overrides)
         entry = SessionEntry(key, session, int(session.info().get("action_downsample_ratio", 1)))
         old = self._entries.get(key)
@@ -55,6 +58,17 @@ class SessionRegistry:
         self._entries[key] = entry
         log.info("session %s started (%d open)", key, len(self._entries))
         return entry
+
+    def _evict_one(self, newcomer: str) -> None:
+        """At the limit, the least recently used idle session makes room (each holds frames, on the
+        GPU too): a client opening sessions without end cannot exhaust memory."""
+        idle = [e for e in self._entries.values() if not e.lock.locked()]
+        if not idle:
+            raise ValueError(f"too many sessions ({self._max}, all busy); retry later")
+        victim = min(idle, key=lambda e: e.last_used)
+        del self._entries[victim.key]
+        log.warning("session limit %d reached: dropped least recently used %s for %s",
+                    self._max, victim.key, newcomer)
 
     def get_or_create(self, key: str) -> SessionEntry:
         entry = self._entries.get(key)

@@ -115,6 +115,18 @@ def test_idle_sessions_expire(server_errors):
         assert_zmq_pred(c.predict(frame(9)))
 
 
+def test_session_limit_drops_the_least_recently_used(server_errors):
+    """A client opening sessions without end cannot grow memory: the oldest idle one is dropped."""
+    with ServerThread(server_settings(max_sessions=2)) as srv, ModelClient(srv.zmq_port) as c:
+        for name in ("a", "b"):
+            assert c.call({"type": "reset", "session": name, "cfg_scale": 3.0}) == {"status": "ok"}
+        assert c.call({"type": "info", "session": "a"})["info"]["cfg_scale"] == 3.0
+        assert_zmq_pred(c.call({"type": "predict", "image": frame(1), "session": "c"}))  # evicts b
+        assert len(srv.server.service.sessions) == 2
+        assert c.call({"type": "info", "session": "b"})["info"]["cfg_scale"] == 1.0  # b is gone
+        assert c.call({"type": "info", "session": "a"})["info"]["cfg_scale"] == 3.0
+
+
 def test_hand_written_pickle_from_the_protocol_doc(demo_server):
     """The byte template in docs/protocol.md (for clients without Python) is accepted as documented."""
     def text(s: str) -> bytes:

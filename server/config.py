@@ -36,6 +36,7 @@ class ServerSettings(BaseSettings):
     max_zmq_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest ZeroMQ request")
     max_image_side: int = Field(4096, ge=16, le=65535, description="largest decoded width or height")
     max_pipeline: int = Field(16, ge=1, le=1024, description="requests read ahead on one TCP connection")
+    # the library's EngineOptions, repeated so that the CLI and health check never import torch
     bf16: bool = Field(True, description="bfloat16 weights on CUDA (off: float32)")
     cuda_graphs: bool = Field(True, description="replay the denoising loop as CUDA graphs")
     gpu_preprocess: bool = Field(True, description="resize and normalise frames on the GPU")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from nitrogen.config import CheckpointConfig, VisionConfig
+from nitrogen.demo import build_random_model
 from nitrogen.modeling import NitroGenModel
 
 NG_CONFIG = {
@@ -26,7 +24,4 @@ NG_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers"
 
 
 def build_ng_shaped_model(seed: int = 0) -> NitroGenModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NitroGenModel(CheckpointConfig.model_validate(NG_CONFIG), VisionConfig(**NG_VISION))
-    return model.eval().requires_grad_(False)
+    return build_random_model(NG_CONFIG, NG_VISION, seed)

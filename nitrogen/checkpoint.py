@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from . import safe_pickle
 from .config import CheckpointConfig, VisionConfig
 from .errors import CheckpointError
-from .modeling import NitroGenModel, count_parameters, sqrt_int
+from .modeling import NitroGenModel, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ def resolve_vision_config(config: CheckpointConfig, state: dict[str, torch.Tenso
     except KeyError as exc:
         raise CheckpointError(f"{path!r} is not a NitroGen checkpoint: missing {exc.args[0]!r}") from None
     layers = {int(m.group(1)) for k in state if (m := re.match(r"vision_encoder\.encoder\.layers\.(\d+)\.", k))}
-    side = sqrt_int(positions.shape[0])
-    if side < 0:
+    side = math.isqrt(positions.shape[0])
+    if side * side != positions.shape[0]:
         raise CheckpointError(f"{path!r}: vision position table has {positions.shape[0]} rows, not a square grid")
     name = config.model_cfg.vision_encoder_name
     if name not in KNOWN_VISION_ENCODERS:

@@ -35,11 +35,16 @@ DEMO_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 
                "image_size": 256, "patch_size": 16}
 
 
+def build_random_model(config: dict, vision: dict, seed: int) -> NitroGenModel:
+    """A randomly initialised model of any shape; seeded, without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NitroGenModel(CheckpointConfig.model_validate(config), VisionConfig(**vision))
+    return model.eval().requires_grad_(False)
+
+
 def build_demo_model() -> NitroGenModel:
-    """Seeded, so every run (and every machine) gets the same weights, without touching global RNG."""
+    """Seeded, so every run (and every machine) gets the same weights."""
     logger.warning("DEMO MODEL: tiny random weights; its actions are MEANINGLESS. "
                    "Pass a real checkpoint (models/ng.pt) to play.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(DEMO_SEED)
-        model = NitroGenModel(CheckpointConfig.model_validate(DEMO_CONFIG), VisionConfig(**DEMO_VISION))
-    return model.eval().requires_grad_(False)
+    return build_random_model(DEMO_CONFIG, DEMO_VISION, DEMO_SEED)

@@ -9,7 +9,6 @@ which is the whole point: the original recomputes the first part at every Euler 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -297,8 +296,3 @@ class NitroGenModel(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def sqrt_int(n: int) -> int:
-    r = math.isqrt(n)
-    return r if r * r == n else -1

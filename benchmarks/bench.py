@@ -11,15 +11,20 @@ cross-attention keys/values recomputed at every Euler step) on the same weights,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
+import os
 import platform
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,19 @@ from nitrogen.engine import Frame, Job
 
 log = logging.getLogger("bench")
 FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and core count (platform.processor() is empty on Linux)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -121,22 +139,62 @@ def concurrency(engine: InferenceEngine, clients: int, rounds: int) -> dict[str,
     return {"clients": clients, "predicts_per_s": round(clients * rounds / wall, 2), **percentiles(lat)}
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@contextlib.contextmanager
+def _subprocess_server(args: list[str], tcp_port: int) -> Iterator[None]:
+    """A server in its own process, as users run it (one torch thread, like the in-process baseline)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, *args], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args} exited with {proc.returncode} before serving")
+            try:
+                socket.create_connection(("127.0.0.1", tcp_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} did not open port {tcp_port} within 120 s") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def protocol_overhead(n: int, device: str) -> dict[str, Any]:
     """Demo model: what each port adds to an in-process predict, as the median of paired differences.
 
-    The four ways of calling are interleaved round-robin, so machine noise hits them alike; one torch
-    thread, because the toy model's kernels are too small to split and threads only add jitter.
+    The real server runs in its own process (`nitrogen-server --checkpoint demo`), as a player's
+    client sees it; so does the "floor": the same model behind blocking one-thread-per-port servers
+    (benchmarks/floor_server.py), i.e. what the kernel, libzmq and thread wake-ups cost with no event
+    loop at all. All ways of calling are interleaved round-robin, so machine noise hits them alike;
+    one torch thread everywhere, because the toy model's kernels are too small to split.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     engine = InferenceEngine.from_checkpoint("demo", device=device, options=EngineOptions(max_wait_ms=0))
     session = engine.new_session()
-    settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_wait_ms=0)
-    with ServerThread(settings, engine) as srv, ModelClient("127.0.0.1", srv.zmq_port) as zc, \
-            TcpClient("127.0.0.1", srv.tcp_port, encoding="raw") as raw, \
-            TcpClient("127.0.0.1", srv.tcp_port, encoding="png") as png:
+    zp, tp, fzp, ftp = _free_ports(4)
+    server = ["-m", "nitrogen_server", "--checkpoint", "demo", "--device", device, "--max-wait-ms", "0",
+              "--host", "127.0.0.1", "--zmq-port", str(zp), "--tcp-port", str(tp), "--log-level", "warning"]
+    with _subprocess_server(server, tp), _subprocess_server(["-m", "benchmarks.floor_server", str(fzp), str(ftp)], ftp), \
+            ModelClient("127.0.0.1", zp) as zc, TcpClient("127.0.0.1", tp, encoding="raw") as raw, \
+            TcpClient("127.0.0.1", tp, encoding="png") as png, ModelClient("127.0.0.1", fzp) as floor_zc, \
+            TcpClient("127.0.0.1", ftp, encoding="raw") as floor_raw:
         calls = {"in_process": lambda: session.predict(FRAME), "zmq": lambda: zc.predict(FRAME),
-                 "tcp_raw": lambda: raw.predict(FRAME), "tcp_png": lambda: png.predict(FRAME)}
+                 "tcp_raw": lambda: raw.predict(FRAME), "tcp_png": lambda: png.predict(FRAME),
+                 "floor_zmq": lambda: floor_zc.predict(FRAME), "floor_tcp_raw": lambda: floor_raw.predict(FRAME)}
         samples: dict[str, list[float]] = {k: timed(fn, 0, warmup=10) for k, fn in calls.items()}
         for _ in range(n):
             for key, fn in calls.items():
@@ -145,9 +203,10 @@ def protocol_overhead(n: int, device: str) -> dict[str, Any]:
     torch.set_num_threads(threads)
     base = samples["in_process"]
     out: dict[str, Any] = {"in_process": percentiles(base)}
-    for port in ("zmq", "tcp_raw", "tcp_png"):
-        paired = statistics.median(e - b for e, b in zip(samples[port], base))
-        out[port] = {**percentiles(samples[port]), "overhead_p50_ms": round(paired * 1000, 3)}
+    for key in calls:
+        if key != "in_process":
+            paired = statistics.median(e - b for e, b in zip(samples[key], base))
+            out[key] = {**percentiles(samples[key]), "overhead_p50_ms": round(paired * 1000, 3)}
     return out
 
 
@@ -195,6 +254,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="single-client iterations (default 5 CPU, 100 GPU)")
     ap.add_argument("--concurrency", default="1,4,16,32")
     ap.add_argument("--rounds", type=int, default=None, help="predicts per session in the concurrency test")
+    ap.add_argument("--overhead-rounds", type=int, default=200, help="round-robin rounds of the protocol overhead test")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--model", choices=["ng", "demo"], default="ng",
                     help="ng: random weights in the released shape; demo: the toy model (smoke-tests this script)")
@@ -209,11 +269,11 @@ def main() -> None:
     rounds = args.rounds or (20 if gpu else 1)
 
     results: dict[str, Any] = {"machine": {
-        "device": torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()} CPU",
+        "device": torch.cuda.get_device_name() if gpu else cpu_name(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
     }}
     log.info("protocol overhead with the demo model...")
-    results["protocol_overhead_demo"] = protocol_overhead(200, args.device)
+    results["protocol_overhead_demo"] = protocol_overhead(args.overhead_rounds, args.device)
 
     log.info("building the ng.pt-shaped model...")
     build = build_ng_shaped_model if args.model == "ng" else build_demo_model

@@ -48,7 +48,7 @@ class ModelClient:
         self.socket.close()
         self.context.term()
 
-    def __enter__(self) -> ModelClient:
+    def __enter__(self) -> ModelClient:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,7 +102,7 @@ class TcpClient:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> TcpClient:
+    def __enter__(self) -> TcpClient:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -207,8 +207,9 @@ def test_cli_settings_from_args_and_env(monkeypatch):
 def test_every_engine_option_is_a_server_setting_with_the_same_default():
     """ServerSettings repeats EngineOptions' fields (so the CLI and health check never import torch);
     this keeps the two from drifting apart."""
-    from nitrogen import EngineOptions
     from nitrogen_server.config import ServerSettings
+
+    from nitrogen import EngineOptions
 
     for name, field in EngineOptions.model_fields.items():
         assert name in ServerSettings.model_fields, f"--{name.replace('_', '-')} missing from the server"

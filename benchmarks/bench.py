@@ -6,6 +6,7 @@
 The model is randomly initialised with the released ng.pt's reported shape (benchmarks/shapes.py):
 speed depends on shapes, not on weight values. "naive" reproduces the original's schedule (mixer and
 cross-attention keys/values recomputed at every Euler step) on the same weights, for the speed-up.
+Clients run in processes of their own (load_client.py), servers for the overhead test too.
 """
 
 from __future__ import annotations
@@ -22,25 +23,22 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from nitrogen_client import ModelClient, TcpClient
 from nitrogen_server.app import ServerThread
 from nitrogen_server.config import ServerSettings
 
+from benchmarks.load_client import FRAME, connect
 from benchmarks.shapes import build_ng_shaped_model
 from nitrogen import EngineOptions, InferenceEngine
 from nitrogen.demo import build_demo_model
 from nitrogen.engine import Frame, Job
 
 log = logging.getLogger("bench")
-FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
 
 def cpu_name() -> str:
@@ -92,50 +90,37 @@ def naive_predict(engine: InferenceEngine) -> None:
             torch.cuda.synchronize()
 
 
+def _env() -> dict[str, str]:
+    """Child processes import this checkout's modules (benchmarks/ is not an installed package)."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
+def load(kind: str, port: int, clients: int, rounds: int, warmup: int = 0) -> tuple[list[float], float]:
+    """Run benchmarks.load_client in its own process: (latencies, wall seconds)."""
+    cmd = [sys.executable, "-m", "benchmarks.load_client", kind, str(port), "--clients", str(clients),
+           "--rounds", str(rounds), "--warmup", str(warmup)]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load client failed ({done.returncode}): {done.stderr[-2000:]}")
+    out = json.loads(done.stdout)
+    return out["latencies_s"], out["wall_s"]
+
+
 def end_to_end(engine: InferenceEngine, n: int) -> dict[str, Any]:
     """One client per port, sequential predicts: the agent's reaction time."""
     settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_wait_ms=engine.options.max_wait_ms)
-    out: dict[str, Any] = {}
     with ServerThread(settings, engine) as srv:
-        with ModelClient("127.0.0.1", srv.zmq_port, timeout_ms=600_000) as zc:
-            out["zmq"] = percentiles(timed(lambda: zc.predict(FRAME), n))
-        with TcpClient("127.0.0.1", srv.tcp_port, timeout_s=600, encoding="raw") as tc:
-            out["tcp_raw"] = percentiles(timed(lambda: tc.predict(FRAME), n))
-        with TcpClient("127.0.0.1", srv.tcp_port, timeout_s=600, encoding="png") as tc:
-            out["tcp_png"] = percentiles(timed(lambda: tc.predict(FRAME), n))
-    return out
+        ports = {"zmq": srv.zmq_port, "tcp_raw": srv.tcp_port, "tcp_png": srv.tcp_port}
+        return {kind: percentiles(load(kind, port, 1, n, warmup=1)[0]) for kind, port in ports.items()}
 
 
 def concurrency(engine: InferenceEngine, clients: int, rounds: int) -> dict[str, Any]:
     """``clients`` TCP connections (= sessions) each sending ``rounds`` predicts back to back."""
     settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_batch=engine.options.max_batch,
                               max_wait_ms=engine.options.max_wait_ms)
-    lat: list[float] = []
-    lock = threading.Lock()
     with ServerThread(settings, engine) as srv:
-        conns = [TcpClient("127.0.0.1", srv.tcp_port, timeout_s=3600, encoding="raw") for _ in range(clients)]
-        for c in conns:
-            c.info()
-        barrier = threading.Barrier(clients + 1)
-
-        def run(c: TcpClient) -> None:
-            barrier.wait()
-            for _ in range(rounds):
-                t = time.perf_counter()
-                c.predict(FRAME)
-                with lock:
-                    lat.append(time.perf_counter() - t)
-
-        threads = [threading.Thread(target=run, args=(c,)) for c in conns]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        start = time.perf_counter()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        for c in conns:
-            c.close()
+        lat, wall = load("tcp_raw", srv.tcp_port, clients, rounds)
     return {"clients": clients, "predicts_per_s": round(clients * rounds / wall, 2), **percentiles(lat)}
 
 
@@ -150,10 +135,7 @@ def _free_ports(n: int) -> list[int]:
 @contextlib.contextmanager
 def _subprocess_server(args: list[str], tcp_port: int) -> Iterator[None]:
     """A server in its own process, as users run it (one torch thread, like the in-process baseline)."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, *args], env=env)
+    proc = subprocess.Popen([sys.executable, *args], env={**_env(), "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -188,13 +170,13 @@ def protocol_overhead(n: int, device: str) -> dict[str, Any]:
     zp, tp, fzp, ftp = _free_ports(4)
     server = ["-m", "nitrogen_server", "--checkpoint", "demo", "--device", device, "--max-wait-ms", "0",
               "--host", "127.0.0.1", "--zmq-port", str(zp), "--tcp-port", str(tp), "--log-level", "warning"]
-    with _subprocess_server(server, tp), _subprocess_server(["-m", "benchmarks.floor_server", str(fzp), str(ftp)], ftp), \
-            ModelClient("127.0.0.1", zp) as zc, TcpClient("127.0.0.1", tp, encoding="raw") as raw, \
-            TcpClient("127.0.0.1", tp, encoding="png") as png, ModelClient("127.0.0.1", fzp) as floor_zc, \
-            TcpClient("127.0.0.1", ftp, encoding="raw") as floor_raw:
-        calls = {"in_process": lambda: session.predict(FRAME), "zmq": lambda: zc.predict(FRAME),
-                 "tcp_raw": lambda: raw.predict(FRAME), "tcp_png": lambda: png.predict(FRAME),
-                 "floor_zmq": lambda: floor_zc.predict(FRAME), "floor_tcp_raw": lambda: floor_raw.predict(FRAME)}
+    floor = ["-m", "benchmarks.floor_server", str(fzp), str(ftp), device]
+    with _subprocess_server(server, tp), _subprocess_server(floor, ftp), contextlib.ExitStack() as stack:
+        clients = {"zmq": ("zmq", zp), "tcp_raw": ("tcp_raw", tp), "tcp_png": ("tcp_png", tp),
+                   "floor_zmq": ("zmq", fzp), "floor_tcp_raw": ("tcp_raw", ftp)}
+        calls: dict[str, Callable[[], Any]] = {"in_process": lambda: session.predict(FRAME)}
+        for name, (kind, port) in clients.items():
+            calls[name] = functools.partial(stack.enter_context(connect(kind, port, timeout_s=30)).predict, FRAME)
         samples: dict[str, list[float]] = {k: timed(fn, 0, warmup=10) for k, fn in calls.items()}
         for _ in range(n):
             for key, fn in calls.items():

@@ -4,7 +4,7 @@ No event loop, no validation, no session registry: each port is one thread doing
 send on a blocking socket, with the real server's reply codecs. Whatever the real server's overhead
 is above this floor is ours; the floor itself is the kernel, libzmq and thread wake-ups.
 
-    python -m benchmarks.floor_server ZMQ_PORT TCP_PORT     # run by benchmarks.bench
+    python -m benchmarks.floor_server ZMQ_PORT TCP_PORT [DEVICE]     # run by benchmarks.bench
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def serve_tcp(engine: InferenceEngine, listener: socket.socket) -> None:
 
 def main() -> None:
     zmq_port, tcp_port = int(sys.argv[1]), int(sys.argv[2])
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     torch.set_num_threads(1)
-    engine = InferenceEngine.from_checkpoint("demo", device="cpu", options=EngineOptions(max_wait_ms=0))
+    engine = InferenceEngine.from_checkpoint("demo", device=device, options=EngineOptions(max_wait_ms=0))
     listener = socket.create_server(("127.0.0.1", tcp_port))
     threading.Thread(target=serve_zmq, args=(engine, zmq_port), daemon=True).start()
     log.info("floor servers on zmq %d, tcp %d", zmq_port, tcp_port)

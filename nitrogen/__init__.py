@@ -1,16 +1,32 @@
-"""NitroGen inference: checkpoint loading, the model, preprocessing, sessions, batching. No sockets."""
+"""NitroGen inference: checkpoint loading, the model, preprocessing, sessions, batching. No sockets.
 
-from .actions import BUTTON_NAMES, decode_actions
-from .engine import EngineOptions, InferenceEngine
-from .errors import CheckpointError, NitrogenError
-from .session import InferenceSession
+Imports are lazy: ``from nitrogen.options import EngineOptions`` or ``nitrogen.frames`` never load
+torch, so command-line tools and health checks start fast.
+"""
 
-__all__ = [
-    "BUTTON_NAMES",
-    "CheckpointError",
-    "EngineOptions",
-    "InferenceEngine",
-    "InferenceSession",
-    "NitrogenError",
-    "decode_actions",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BUTTON_NAMES": "actions",
+    "decode_actions": "actions",
+    "CheckpointError": "errors",
+    "NitrogenError": "errors",
+    "EngineOptions": "options",
+    "FrameError": "frames",
+    "InferenceEngine": "engine",
+    "InferenceSession": "session",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nitrogen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from . import checkpoint as ckpt_io
 from .actions import decode_actions
@@ -29,25 +28,11 @@ from .cuda_graphs import GraphedDenoiser
 from .errors import CheckpointError
 from .forward import BatchedForward
 from .modeling import CategorySpecificLinear, NitroGenModel, count_parameters
+from .options import EngineOptions
 
 logger = logging.getLogger(__name__)
 
 GAME_NONE = 0  # row 0 of the game table is "unconditional"
-
-
-class EngineOptions(BaseModel):
-    """Batching and fast-path switches; each optimisation can be turned off for comparison."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch: int = Field(32, ge=1, le=1024, description="most predicts run as one forward pass")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the worker waits to fill a batch")
-    bf16: bool = Field(True, description="bfloat16 weights on CUDA (CPU always runs float32)")
-    cuda_graphs: bool = Field(True, description="replay the denoising loop as a CUDA graph per batch size")
-    gpu_preprocess: bool = Field(True, description="resize/normalise frames on the GPU")
-    warmup: bool = Field(True, description="run dummy predicts at start so the first request is not slow")
-    fuse_qkv: bool = Field(True, description="one GEMM for q/k/v (self-attention) and k/v (cross-attention)")
-    cpu_onednn: bool = Field(True, description="oneDNN linear layers on CPU (float32; ~1.8x faster at 18 rows)")
 
 
 @dataclass
@@ -121,7 +106,7 @@ class InferenceEngine:
         """``model`` may be a factory: building it on the worker thread keeps all kernels there."""
         self.options = options or EngineOptions()
         self.device = pick_device(device)
-        self.dtype = torch.bfloat16 if (self.device.type == "cuda" and self.options.bf16) else torch.float32
+        self.dtype = torch.bfloat16 if (self.device.type == "cuda" and self.options.dtype != "float32") else torch.float32
         self.ckpt_path = ckpt_path
         self.game_names = dict(game_names or {})
         self._old_layout = old_layout
@@ -165,7 +150,7 @@ class InferenceEngine:
         self.forward = BatchedForward(
             self.model, self.model.step_constants(self.num_steps, m.num_timestep_buckets),
             seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame, has_game_token=self.has_game_token,
-            device=self.device, dtype=self.dtype, gpu_preprocess=self.options.gpu_preprocess)
+            device=self.device, dtype=self.dtype, gpu_preprocess=self.options.gpu_preprocess is not False)
         if self.options.fuse_qkv:
             self.model.fuse_projections()
         if self.device.type == "cpu" and self.options.cpu_onednn and torch.backends.mkldnn.is_available():

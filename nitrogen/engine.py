@@ -113,6 +113,7 @@ class InferenceEngine:
         self._rng = torch.Generator("cpu")
         self._rng.seed()
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching really behaved
+        self._batch_listeners: list[Callable[[int, float], None]] = []
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._closed = False
         # All tensor work, set-up included, happens on the worker thread: kernels run from a second
@@ -224,6 +225,14 @@ class InferenceEngine:
             return torch.randn((1, *shape), generator=gen, dtype=torch.float32)[0]
         return torch.randn(shape, generator=self._rng, dtype=torch.float32)
 
+    def queue_depth(self) -> int:
+        """Predicts waiting for the worker (not counting the batch running now)."""
+        return self._queue.qsize()
+
+    def add_batch_listener(self, listener: Callable[[int, float], None]) -> None:
+        """``listener(batch_size, seconds)`` runs on the worker thread after every batch (metrics)."""
+        self._batch_listeners.append(listener)
+
     def submit(self, job: Job) -> Future:
         if self._closed:
             raise RuntimeError("inference engine is closed")
@@ -271,6 +280,7 @@ class InferenceEngine:
         if not live:
             return
         self.batch_sizes[len(live)] += 1
+        start = time.perf_counter()
         try:
             results = self.run_batch(live)
         except Exception as exc:  # OOM and friends become per-request errors, never a dead worker
@@ -280,6 +290,9 @@ class InferenceEngine:
             for job in live:
                 job.future.set_exception(RuntimeError(f"inference failed: {exc}"))
             return
+        seconds = time.perf_counter() - start
+        for listener in self._batch_listeners:
+            listener(len(live), seconds)
         for job, result in zip(live, results):
             job.future.set_result(result)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import re
 import zipfile
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from . import safe_pickle
+from . import config_pickle
 from .config import CheckpointConfig, VisionConfig
 from .errors import CheckpointError
 from .modeling import NitroGenModel, count_parameters
@@ -60,15 +61,25 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
     try:
-        raw = torch.load(path, map_location="cpu", pickle_module=safe_pickle, weights_only=False,
-                         mmap=zipfile.is_zipfile(path))
-    except CheckpointError:
-        raise
+        with torch.serialization.safe_globals(config_pickle.SAFE_GLOBALS):
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:  # torch's safe loader refused a global: name it
+        raise CheckpointError(
+            f"refusing to load checkpoint {str(path)!r}: {_refusal_reason(exc)} "
+            "(a NitroGen checkpoint needs only tensors, builtins and its config classes)"
+        ) from None
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
         raise CheckpointError(
             f"{str(path)!r} is not a NitroGen checkpoint (truncated or not a torch.save file): {exc}"
         ) from exc
     return parse_checkpoint(raw, str(path))
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The one paragraph of torch's weights-only error that names what the file asked for."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    named = [p for p in paragraphs if "GLOBAL" in p or "global" in p]
+    return " ".join((named or paragraphs[-1:] or ["unknown reason"])[0].split())
 
 
 def parse_checkpoint(raw: Any, path: str = "<memory>") -> LoadedCheckpoint:
@@ -83,7 +94,7 @@ def parse_checkpoint(raw: Any, path: str = "<memory>") -> LoadedCheckpoint:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path!r} is not a NitroGen checkpoint: 'model' is not a state dict")
     try:
-        config = CheckpointConfig.model_validate(safe_pickle.to_plain(raw["ckpt_config"]))
+        config = CheckpointConfig.model_validate(config_pickle.to_plain(raw["ckpt_config"]))
     except ValidationError as exc:
         raise CheckpointError(f"{path!r} has an invalid ckpt_config: {exc}") from exc
     if config.model_cfg.model_type != "nitrogen":
@@ -113,7 +124,7 @@ def resolve_vision_config(config: CheckpointConfig, state: dict[str, torch.Tenso
     """An explicit ``vision_config`` wins; otherwise sizes from shapes, heads from the known table."""
     if explicit is not None:
         try:
-            return VisionConfig.model_validate(safe_pickle.to_plain(explicit))
+            return VisionConfig.model_validate(config_pickle.to_plain(explicit))
         except ValidationError as exc:
             raise CheckpointError(f"{path!r} has an invalid vision_config: {exc}") from exc
     try:

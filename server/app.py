@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from .config import ServerSettings
+from .metrics import ServerMetrics, start_metrics
 from .service import PolicyService
 from .tcp_frontend import TcpFrontend
 from .zmq_frontend import ZmqFrontend
@@ -21,11 +22,11 @@ log = logging.getLogger("nitrogen_server")
 
 def load_engine(settings: ServerSettings) -> Any:
     """The library's engine for the configured checkpoint (blocking: loads weights)."""
-    from nitrogen import EngineOptions, InferenceEngine
+    from nitrogen import InferenceEngine
 
-    options = EngineOptions(**settings.model_dump(include=set(EngineOptions.model_fields)))
     return InferenceEngine.from_checkpoint(
-        settings.checkpoint, device=settings.device, options=options, old_layout=settings.old_layout
+        settings.checkpoint, device=settings.device, options=settings.engine_options,
+        old_layout=settings.old_layout,
     )
 
 
@@ -40,6 +41,7 @@ class NitrogenServer:
         self.zmq: ZmqFrontend | None = None
         self.tcp: TcpFrontend | None = None
         self._expiry: asyncio.Task | None = None
+        self.metrics: ServerMetrics | None = None
 
     @property
     def zmq_port(self) -> int:
@@ -54,6 +56,7 @@ class NitrogenServer:
         s = self.settings
         self.service = PolicyService(self.engine, s)
         log.info("model ready: %s", _describe_info(self.service.default_info))
+        self.metrics = start_metrics(self)  # None unless --metrics-port
         self.tcp = TcpFrontend(self.service, s)
         await self.tcp.start()
         self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes,
@@ -76,6 +79,8 @@ class NitrogenServer:
             self._expiry.cancel()
         if self.service:
             self.service.close()
+        if self.metrics:
+            self.metrics.close()
         if self._owns_engine:
             self.engine.close()
         log.info("stopped")

@@ -1,82 +1,82 @@
-"""`nitrogen-server` command: serve (default) or `healthcheck`.
+"""`nitrogen-server` command: serve (default), `healthcheck` or `selfcheck`.
 
-Every ServerSettings field is a `--flag` (generated, so the CLI, the NITROGEN_* variables and the docs
-cannot drift apart); flags given on the command line override the environment.
+The flags are pydantic-settings' own CLI over ServerSettings (kebab-case, `--no-...` for switches, the
+NITROGEN_* variable beside each in `--help`), so the flags, the variables and the docs cannot drift
+apart; a value given on the command line beats the variable. Nothing here imports torch: only
+loading the model (`serve`) and `selfcheck` do.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource
 
 from .config import ServerSettings
+from .healthcheck import HealthcheckSettings
 
 log = logging.getLogger("nitrogen_server")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+S = TypeVar("S", bound=BaseSettings)
+# flags and variables that were renamed: a clear message instead of "unrecognized arguments"
+RENAMED = {"--no-bf16": "--dtype float32", "--bf16": "--dtype bfloat16"}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class ServeCommand(ServerSettings):
+    """
+    Serve the NitroGen policy on a ZeroMQ+pickle port and a newline-JSON TCP port. Every option is also
+    an environment variable NITROGEN_<OPTION> (e.g. NITROGEN_TCP_PORT=6000); the command line wins.
+    Other commands: `nitrogen-server healthcheck --help` (is a running server answering?) and
+    `nitrogen-server selfcheck --help` (does this machine compute what the model should?).
+    """
+
+    checkpoint_arg: CliPositionalArg[str | None] = Field(
+        None, alias="CHECKPOINT", description="checkpoint path or 'demo' (same as --checkpoint)")
 
 
-def _arg_type(annotation: Any) -> Any:
-    args = typing.get_args(annotation) or (annotation,)
-    for candidate in (int, float):
-        if candidate in args:
-            return candidate
-    return str
+def parse_command(command: type[BaseSettings], target: type[S], argv: Sequence[str],
+                  prog: str | None = None) -> S:
+    """argv parsed by `command`'s CLI into `target` settings (command line over NITROGEN_* variables).
+
+    Exits 2 with usage and a message naming the flag (and its variable) on a bad value.
+    """
+    source = CliSettingsSource(command, cli_parse_args=False, cli_prog_name=prog)
+    given = dict(source(args=list(argv))())
+    positional = given.pop("CHECKPOINT", None)
+    if positional is not None:
+        if given.get("checkpoint", positional) != positional:
+            source.root_parser.error("give the checkpoint once: as CHECKPOINT or as --checkpoint, not both")
+        given["checkpoint"] = positional
+    try:
+        return target(**given)
+    except ValidationError as exc:
+        prefix = target.model_config.get("env_prefix", "")
+        problems = "; ".join(_describe(error, prefix) for error in exc.errors())
+        source.root_parser.error(f"invalid setting: {problems}")
+        raise  # unreachable: error() exits
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nitrogen-server",
-        description="Serve the NitroGen policy on a ZeroMQ+pickle port and a newline-JSON TCP port. "
-        "Every option can also be set as an environment variable NITROGEN_<OPTION> "
-        "(e.g. NITROGEN_TCP_PORT=6000). Run `nitrogen-server healthcheck -h` for the health check.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument("checkpoint_pos", nargs="?", metavar="CHECKPOINT",
-                        help="checkpoint path or 'demo' (same as --checkpoint)")
-    for name, field in ServerSettings.model_fields.items():
-        default = "" if field.default is None else f"default: {field.default}; "
-        help_text = f"{field.description} ({default}env NITROGEN_{name.upper()})"
-        if name == "old_layout":
-            parser.add_argument(_flag(name), action="store_const", const=True, help=help_text)
-        elif field.annotation is bool:  # fast-path switches, on by default
-            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False,
-                                help=f"turn off: {field.description} (env NITROGEN_{name.upper()}=0)")
-        elif name == "log_level":
-            parser.add_argument(_flag(name), choices=typing.get_args(field.annotation), type=str.lower,
-                                help=help_text)
-        else:
-            parser.add_argument(_flag(name), type=_arg_type(field.annotation), metavar=name.upper(),
-                                help=help_text)
-    return parser
+def _describe(error: Any, env_prefix: str) -> str:
+    name = str(error["loc"][0]) if error["loc"] else ""
+    where = f"--{name.replace('_', '-')} / {env_prefix}{name.upper()}" if name else "value"
+    got = f" (got {error['input']!r})" if not isinstance(error.get("input"), dict) else ""
+    return f"{where}: {error['msg']}{got}"
 
 
 def settings_from_args(argv: Sequence[str]) -> ServerSettings:
     """Parse the serve command line into settings (exits 2 with a message on bad values)."""
-    parser = build_parser()
-    given = vars(parser.parse_args(argv))
-    positional = given.pop("checkpoint_pos", None)
-    if positional is not None:
-        if "checkpoint" in given and given["checkpoint"] != positional:
-            parser.error("give the checkpoint once: as CHECKPOINT or as --checkpoint, not both")
-        given["checkpoint"] = positional
-    try:
-        return ServerSettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        parser.error(f"invalid setting (command line or NITROGEN_* variable): {problems}")
-        raise  # unreachable: parser.error exits
+    for old, new in RENAMED.items():
+        if old in argv:
+            print(f"nitrogen-server: error: {old} was replaced by {new}", file=sys.stderr)
+            raise SystemExit(2)
+    return parse_command(ServeCommand, ServerSettings, argv)
 
 
 def setup_logging(level: str) -> None:
@@ -135,39 +135,35 @@ def serve(settings: ServerSettings) -> int:
 
 
 def healthcheck(argv: Sequence[str]) -> int:
-    from .healthcheck import check_tcp, check_zmq
+    """`nitrogen-server healthcheck ...`: 0 if the running server answers `info`, else 1."""
+    from .healthcheck import run_healthcheck
 
-    env = ServerSettings.model_construct()
+    settings = parse_command(HealthcheckSettings, HealthcheckSettings, argv, prog="nitrogen-server healthcheck")
+    return run_healthcheck(settings)
+
+
+def selfcheck(argv: Sequence[str]) -> int:
+    """`nitrogen-server selfcheck ...` is the library's `python -m nitrogen.selfcheck` (it loads torch)."""
     try:
-        env = ServerSettings()
-    except ValidationError:
-        pass
-    parser = argparse.ArgumentParser(prog="nitrogen-server healthcheck",
-                                     description="Exit 0 only if the running server answers an info request.")
-    default_host = "127.0.0.1" if env.host in ("0.0.0.0", "", "*", "::") else env.host
-    parser.add_argument("--host", default=default_host, help="server address (default: %(default)s)")
-    parser.add_argument("--zmq-port", type=int, default=env.zmq_port, help="default: %(default)s")
-    parser.add_argument("--tcp-port", type=int, default=env.tcp_port, help="default: %(default)s")
-    parser.add_argument("--only", choices=("zmq", "tcp"), help="check one port only (default: both)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per port (default: %(default)s)")
-    args = parser.parse_args(argv)
-    problems = []
-    if args.only in (None, "tcp"):
-        problems.append(check_tcp(args.host, args.tcp_port, args.timeout))
-    if args.only in (None, "zmq"):
-        problems.append(check_zmq(args.host, args.zmq_port, args.timeout))
-    problems = [p for p in problems if p]
-    for problem in problems:
-        print(f"unhealthy: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+        from nitrogen.selfcheck import main as selfcheck_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "nitrogen.selfcheck":
+            raise
+        print("nitrogen-server: error: this installation has no nitrogen.selfcheck", file=sys.stderr)
+        return 2
+    return selfcheck_main(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "healthcheck":
         return healthcheck(argv[1:])
+    if argv and argv[0] == "selfcheck":
+        return selfcheck(argv[1:])
     settings = settings_from_args(argv)
     setup_logging(settings.log_level)
+    if "NITROGEN_BF16" in os.environ:
+        log.warning("NITROGEN_BF16 is no longer read: use NITROGEN_DTYPE=float32 (or bfloat16)")
     return serve(settings)
 
 

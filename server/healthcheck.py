@@ -5,10 +5,51 @@ from __future__ import annotations
 import json
 import pickle
 import socket
+import sys
+from typing import Literal
 
 import zmq
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .safe_pickle import safe_loads
+
+WILDCARD_HOSTS = ("0.0.0.0", "", "*", "::")
+
+
+class HealthcheckSettings(BaseSettings):
+    """
+    Exit 0 only if the running server answers an info request (for Docker's HEALTHCHECK).
+    The host and ports also come from the server's own NITROGEN_* variables.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="NITROGEN_", extra="ignore", cli_kebab_case=True, cli_hide_none_type=True,
+        cli_avoid_json=True, cli_show_env_vars=True)
+
+    host: str = Field("127.0.0.1", description="server address (a wildcard bind address means this machine)")
+    zmq_port: int = Field(5555, ge=1, le=65535, description="ZeroMQ port")
+    tcp_port: int = Field(5556, ge=1, le=65535, description="newline-JSON TCP port")
+    only: Literal["zmq", "tcp"] | None = Field(None, description="check one port only; None: both")
+    timeout: float = Field(5.0, gt=0, description="seconds per port")
+
+    @field_validator("host")
+    @classmethod
+    def _connectable(cls, value: str) -> str:
+        return "127.0.0.1" if value in WILDCARD_HOSTS else value
+
+
+def run_healthcheck(settings: HealthcheckSettings) -> int:
+    """0 if every checked port answers, else 1 with one `unhealthy: ...` line per failure on stderr."""
+    problems = []
+    if settings.only in (None, "tcp"):
+        problems.append(check_tcp(settings.host, settings.tcp_port, settings.timeout))
+    if settings.only in (None, "zmq"):
+        problems.append(check_zmq(settings.host, settings.zmq_port, settings.timeout))
+    problems = [p for p in problems if p]
+    for problem in problems:
+        print(f"unhealthy: {problem}", file=sys.stderr)  # the command's output (Docker keeps it)
+    return 1 if problems else 0
 
 
 def check_tcp(host: str, port: int, timeout: float) -> str | None:

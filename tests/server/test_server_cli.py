@@ -121,3 +121,89 @@ def test_bad_options_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(argv)
     assert exc.value.code == 2
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nitrogen_server", *args], env={**ENV, **(env or {})}, cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_help_lists_every_setting_with_its_variable_and_the_subcommands():
+    from nitrogen_server.config import ServerSettings
+
+    out = run_cli("--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    for name, field in ServerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"{flag}\b", text), f"{flag} missing from --help"
+        assert f"NITROGEN_{name.upper()}" in text, name
+        if field.annotation is bool:  # a switch on by default: turned off with --no-...
+            assert f"--no-{name.replace('_', '-')}" in text, name
+    for expected in ("CHECKPOINT", "--no-gpu-preprocess", "--dtype {float32,bfloat16}", "healthcheck", "selfcheck"):
+        assert expected in text, expected
+    health = run_cli("healthcheck", "--help")
+    assert health.returncode == 0 and all(f in health.stdout for f in ("--only", "--zmq-port", "--timeout"))
+
+
+def test_engine_switches_are_flat_flags_and_the_command_line_beats_the_environment(monkeypatch):
+    monkeypatch.setenv("NITROGEN_DTYPE", "bfloat16")
+    monkeypatch.setenv("NITROGEN_WARMUP", "0")
+    monkeypatch.setenv("NITROGEN_MAX_BATCH", "4")
+    s = settings_from_args(["demo", "--dtype", "float32", "--steps", "8", "--no-cuda-graphs", "--gpu-preprocess",
+                            "--max-batch", "2"])
+    opts = s.engine_options
+    assert (opts.dtype, opts.steps, opts.cuda_graphs, opts.gpu_preprocess, opts.warmup, opts.max_batch) == (
+        "float32", 8, False, True, False, 2)
+    assert settings_from_args(["--no-gpu-preprocess"]).gpu_preprocess is False
+    assert settings_from_args([]).engine_options.dtype == "bfloat16"
+    monkeypatch.delenv("NITROGEN_DTYPE")
+    assert settings_from_args([]).engine_options.dtype is None  # auto: bfloat16 on CUDA, float32 elsewhere
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--no-bf16"], "--no-bf16 was replaced by --dtype float32"),
+    (["--dtype", "float16"], "--dtype / NITROGEN_DTYPE: Input should be 'float32' or 'bfloat16'"),
+    (["--steps", "0"], "--steps / NITROGEN_STEPS"),
+    (["--record-max-mb", "-1"], "--record-max-mb / NITROGEN_RECORD_MAX_MB"),
+    (["a.pt", "--checkpoint", "b.pt"], "give the checkpoint once"),
+])
+def test_bad_options_name_the_flag_and_exit_2(argv, message):
+    out = run_cli(*argv)
+    assert out.returncode == 2
+    assert message in out.stderr, out.stderr
+
+
+def test_the_command_line_and_the_health_check_never_import_torch():
+    code = (
+        "import sys\n"
+        "from nitrogen_server.cli import main, settings_from_args\n"
+        "s = settings_from_args(['demo', '--dtype', 'bfloat16', '--no-warmup'])\n"
+        "assert s.engine_options.dtype == 'bfloat16'\n"
+        "assert main(['healthcheck', '--zmq-port', '1', '--tcp-port', '1', '--timeout', '0.2']) == 1\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=REPO, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_healthcheck_reads_the_servers_variables(monkeypatch, capsys):
+    monkeypatch.setenv("NITROGEN_HOST", "0.0.0.0")  # the server's bind address: checked on this machine
+    monkeypatch.setenv("NITROGEN_TCP_PORT", "1")
+    assert cli_main(["healthcheck", "--only", "tcp", "--timeout", "0.5"]) == 1
+    assert "unhealthy: tcp 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_selfcheck_is_the_librarys_selfcheck():
+    import importlib.util
+
+    ours = run_cli("selfcheck", "--help")
+    if importlib.util.find_spec("nitrogen.selfcheck") is None:  # the library's self-check not installed yet
+        assert ours.returncode == 2 and "no nitrogen.selfcheck" in ours.stderr
+        return
+    theirs = subprocess.run([sys.executable, "-m", "nitrogen.selfcheck", "--help"], env=ENV, cwd=REPO,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    flags = re.compile(r"--[a-z][a-z0-9-]*")  # the usage line names the program differently
+    assert set(flags.findall(ours.stdout)) == set(flags.findall(theirs.stdout)) != set()

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 if command -v apt-get >/dev/null; then
   need=()
-  for p in lua5.4 lua-socket; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  for p in lua5.4 lua-socket haproxy; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null

@@ -70,6 +70,8 @@ class PolicyService:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # called as on_request(client_key, kind, response, seconds) after every request (server/metrics.py)
+        self.on_request: Callable[[str, str, Response, float], None] | None = None
 
     def _new_session(self, cfg_scale: float | None = None, context_length: int | None = None,
                      game: str | int | None = None) -> Any:
@@ -118,6 +120,8 @@ class PolicyService:
             log.warning("%s %s -> error (%.1f ms): %s", key, kind, ms, response.message)
         else:
             log.debug("%s %s -> ok (%.1f ms)", key, kind, ms)
+        if self.on_request is not None:
+            self.on_request(client_key, kind, response, ms / 1000)
         return response
 
     @staticmethod

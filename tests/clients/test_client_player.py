@@ -75,6 +75,10 @@ class ReplySpy(PolicyClient):
     def request(self, message: dict) -> dict:
         return self.inner.request(message)
 
+    @property
+    def last_timing(self) -> dict | None:
+        return self.inner.last_timing
+
     def info(self) -> dict:
         info = self.inner.info()
         return info if self.ratio is None else {**info, "action_downsample_ratio": self.ratio}
@@ -156,6 +160,7 @@ def test_player_plays_the_exact_pad_calls(server, tiny_a, tmp_path, protocol):
     assert len(lines) == len(frames) * len(tiny_a["j_left_0"])
     assert [ln["pad"] for ln in lines] == [s.to_json() for s in states[::repeat]]
     assert all(ln["repeat"] == repeat for ln in lines)
+    assert all("server_timing" in ln for ln in lines)  # its values: test_client_wire.py
     for i, (sent, _) in enumerate(spy.sent):
         np.testing.assert_array_equal(
             np.asarray(Image.open(tmp_path / "rec" / "frames" / f"{i:06d}.png")), sent

@@ -7,6 +7,7 @@
 from .base import BUTTON_NAMES, PolicyClient, Prediction, parse_prediction
 from .errors import ClientError, ProtocolError, ServerError, ServerTimeout, TransportError
 from .tcp_client import TcpClient
+from .wire import TCP_PORT, ZMQ_PORT
 from .zmq_client import ModelClient
 
 __all__ = [
@@ -27,11 +28,11 @@ __version__ = "0.1.0"
 
 
 def connect(
-    host: str = "localhost", port: int = 5555, protocol: str = "auto", timeout_s: float = 30.0
+    host: str = "localhost", port: int = ZMQ_PORT, protocol: str = "auto", timeout_s: float = 30.0
 ) -> PolicyClient:
     """A client for ``host:port``; ``protocol``: "zmq", "tcp", or "auto" (5556 -> tcp, else zmq)."""
     if protocol == "auto":
-        protocol = "tcp" if int(port) == 5556 else "zmq"
+        protocol = "tcp" if int(port) == TCP_PORT else "zmq"
     if protocol == "zmq":
         return ModelClient(host, port, timeout_ms=int(timeout_s * 1000))
     if protocol == "tcp":

@@ -10,38 +10,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .errors import ProtocolError, ServerError
+from .wire import BUTTON_NAMES, PRED_WIDTHS, SERVER_TIMING, SERVER_TIMING_KEYS
 
-# Index -> name of the 21 button outputs, as the model emits them (server info()["buttons"] agrees).
-BUTTON_NAMES: tuple[str, ...] = (
-    "BACK",
-    "DPAD_DOWN",
-    "DPAD_LEFT",
-    "DPAD_RIGHT",
-    "DPAD_UP",
-    "EAST",
-    "GUIDE",
-    "LEFT_SHOULDER",
-    "LEFT_THUMB",
-    "LEFT_TRIGGER",
-    "NORTH",
-    "RIGHT_BOTTOM",
-    "RIGHT_LEFT",
-    "RIGHT_RIGHT",
-    "RIGHT_SHOULDER",
-    "RIGHT_THUMB",
-    "RIGHT_TRIGGER",
-    "RIGHT_UP",
-    "SOUTH",
-    "START",
-    "WEST",
-)
+__all__ = ["BUTTON_NAMES", "PolicyClient", "Prediction", "check_reply", "parse_prediction", "parse_timing"]
 
 _C = TypeVar("_C", bound="PolicyClient")
 
 Prediction = dict[str, np.ndarray]
 """``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}``, all float32."""
-
-_WIDTHS = {"j_left": 2, "j_right": 2, "buttons": len(BUTTON_NAMES)}
 
 
 def parse_prediction(pred: Any) -> Prediction:
@@ -54,9 +30,9 @@ def parse_prediction(pred: Any) -> Prediction:
         raise ProtocolError(f"reply 'pred' must be a mapping, got {type(pred).__name__}")
     out: Prediction = {}
     horizon: int | None = None
-    for key, width in _WIDTHS.items():
+    for key, width in PRED_WIDTHS.items():
         if key not in pred:
-            raise ProtocolError(f"reply 'pred' lacks {key!r}; expected keys {sorted(_WIDTHS)}")
+            raise ProtocolError(f"reply 'pred' lacks {key!r}; expected keys {sorted(PRED_WIDTHS)}")
         try:
             arr = np.asarray(pred[key], dtype=np.float32)
         except (TypeError, ValueError) as exc:
@@ -70,6 +46,17 @@ def parse_prediction(pred: Any) -> Prediction:
     return out
 
 
+def parse_timing(reply: Mapping[str, Any]) -> dict[str, float] | None:
+    """The reply's ``server_timing`` ({"queue_ms", "infer_ms", "total_ms"}), or None when the server sent
+    none (older servers) or sent something else: a diagnostic must never fail a predict."""
+    timing = reply.get(SERVER_TIMING)
+    if not isinstance(timing, Mapping):
+        return None
+    out = {k: float(timing[k]) for k in SERVER_TIMING_KEYS
+           if isinstance(timing.get(k), (int, float)) and not isinstance(timing.get(k), bool)}
+    return out or None
+
+
 def check_reply(reply: Any, request_type: str) -> dict[str, Any]:
     """Raise ServerError with the server's message for an error reply; return the reply otherwise."""
     if not isinstance(reply, dict) or "status" not in reply:
@@ -80,7 +67,14 @@ def check_reply(reply: Any, request_type: str) -> dict[str, Any]:
 
 
 class PolicyClient(ABC):
-    """One interface over both ports, so the player does not care which one it talks to."""
+    """One interface over both ports, so the player does not care which one it talks to.
+
+    ``last_timing`` is the server's time split for the last predict (``{"queue_ms", "infer_ms",
+    "total_ms"}``), None before the first one or when the server does not report it: it tells the
+    network's share of a slow predict from the model's.
+    """
+
+    last_timing: dict[str, float] | None = None
 
     @abstractmethod
     def predict(self, image: Any, seed: int | None = None) -> Prediction:

@@ -8,6 +8,7 @@ import time
 
 from . import connect
 from .player import Player, PlayerOptions
+from .wire import TCP_PORT, ZMQ_PORT
 
 log = logging.getLogger("nitrogen_play")
 
@@ -21,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--process", required=True, help="the game's executable name, e.g. celeste.exe (case-insensitive)"
     )
     p.add_argument("--host", default="localhost", help="server host (default: localhost)")
-    p.add_argument("--port", type=int, default=5555, help="server port (default: 5555)")
+    p.add_argument("--port", type=int, default=ZMQ_PORT, help=f"server port (default: {ZMQ_PORT})")
     p.add_argument(
         "--protocol",
         choices=("auto", "zmq", "tcp"),
         default="auto",
-        help="wire protocol; auto: tcp (newline-JSON) on port 5556, zmq (pickle) on any other port",
+        help=f"wire protocol; auto: tcp (newline-JSON) on port {TCP_PORT}, zmq (pickle) on any other port",
     )
     p.add_argument("--allow-menu", action="store_true", help="let the model press START, BACK and GUIDE")
     p.add_argument(

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .base import BUTTON_NAMES, Prediction
+from .base import Prediction
+from .wire import BUTTON_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-MODEL_SIZE = 256  # the policy's input side; sending it at this size keeps requests small
+from .wire import FRAME_SIDE
 
 
 def to_rgb_array(image: Any) -> np.ndarray:
@@ -23,7 +23,7 @@ def to_rgb_array(image: Any) -> np.ndarray:
     return arr
 
 
-def resize_square(image: Any, size: int = MODEL_SIZE) -> np.ndarray:
+def resize_square(image: Any, size: int = FRAME_SIDE) -> np.ndarray:
     """Resize to size x size with bicubic filtering (what the model's preprocessing does anyway).
 
     A frame already at that size is returned unchanged, so no resampling touches it twice.

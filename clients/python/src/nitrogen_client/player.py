@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BUTTON_NAMES, PolicyClient
+from .base import PolicyClient
 from .capture import Capture
 from .errors import ProtocolError, ServerError, TransportError
 from .gamepad import MENU_BUTTONS, Pad, PadState, pad_states
-from .images import MODEL_SIZE, resize_square
+from .images import resize_square
 from .recorder import Recorder
+from .wire import BUTTON_NAMES, FRAME_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class PlayerOptions:
 
     fps: float = 60.0  # pad frames per second; each predicted action lasts `repeat` of them
     allow_menu: bool = False  # let the model press START / BACK / GUIDE
-    frame_size: int = MODEL_SIZE
+    frame_size: int = FRAME_SIDE
     seed: int | None = None  # prediction i uses seed + i: a run that can be replayed exactly
     reconnect_delay_s: float = 1.0  # first wait between reconnect attempts, doubling up to the max
     reconnect_max_delay_s: float = 10.0
@@ -181,7 +182,7 @@ class Player:
             self._count_blocked(pred["buttons"])
         self.stats.predictions += 1
         if self.recorder is not None:
-            self.recorder.record(step, frame, pred, states, self.repeat)
+            self.recorder.record(step, frame, pred, states, self.repeat, self.client.last_timing)
         self._play(states)
 
     def _count_blocked(self, buttons: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """``--record DIR``: what the model saw and what the pad did, for debugging a run afterwards.
 
 Layout: ``DIR/info.json`` (server info at each (re)connect, as a list), ``DIR/actions.jsonl`` (one
-line per predicted step) and ``DIR/frames/NNNNNN.png`` (the 256x256 frame sent for prediction NNNNNN).
+line per predicted step, with the server's ``server_timing`` of that predict, or null from servers
+that do not send it) and ``DIR/frames/NNNNNN.png`` (the 256x256 frame sent for prediction NNNNNN).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 from PIL import Image
 
-from .base import BUTTON_NAMES, Prediction
+from .base import Prediction
 from .gamepad import PadState
 from .images import to_rgb_array
+from .wire import BUTTON_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,9 @@ class Recorder:
             json.dumps(self._infos, indent=1, default=str), encoding="utf-8"
         )
 
-    def record(self, step: int, frame: Any, pred: Prediction, states: list[PadState], repeat: int) -> None:
-        """One prediction: the frame as PNG and one JSON line per step (raw outputs + pad state)."""
+    def record(self, step: int, frame: Any, pred: Prediction, states: list[PadState], repeat: int,
+               timing: dict[str, float] | None = None) -> None:
+        """One prediction: the frame as PNG and one JSON line per step (raw outputs, pad state, timing)."""
         if self.save_frames:
             Image.fromarray(to_rgb_array(frame)).save(self.frames_dir / f"{step:06d}.png", compress_level=1)
         for i, state in enumerate(states):
@@ -53,6 +56,7 @@ class Recorder:
                 "j_right": pred["j_right"][i].tolist(),
                 "buttons": {n: int(v > 0.5) for n, v in zip(BUTTON_NAMES, pred["buttons"][i].tolist())},
                 "pad": state.to_json(),
+                "server_timing": timing,
             }
             self._actions.write(json.dumps(line) + "\n")
         self._actions.flush()

@@ -11,21 +11,23 @@ import logging
 import socket
 from typing import Any, Literal
 
-from .base import PolicyClient, Prediction, check_reply, parse_prediction
+from .base import PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
 from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
 from .images import encode_png, to_rgb_array
+from .wire import DEFAULT_RESIZE_MODE, RESIZE_MODES, TCP_PORT, ResizeMode
 
 log = logging.getLogger(__name__)
 
 Encoding = Literal["png", "raw"]
-ResizeMode = Literal["pad", "crop", "stretch"]
 
 
 class TcpClient(PolicyClient):
     """Client for the newline-JSON port with the same interface and return types as ModelClient.
 
     ``encoding``: ``"png"`` (lossless, smaller) or ``"raw"`` (RGB bytes with ``width``/``height``,
-    no encoding cost). ``resize_mode``: how the server squares a non-square frame (None: its default).
+    no encoding cost). ``resize_mode``: how the server squares a non-square frame: ``"stretch"`` (what
+    the model saw in training and the original's default), ``"pad"`` or ``"crop"``; None sends none
+    and leaves it to the server's default.
     ``session``: an optional name sent with every request so that the frame history survives a
     reconnect (otherwise a connection is a session). ``last_repeat`` holds the ``repeat``
     (action_downsample_ratio) of the last predict reply.
@@ -34,18 +36,18 @@ class TcpClient(PolicyClient):
     def __init__(
         self,
         host: str = "localhost",
-        port: int = 5556,
+        port: int = TCP_PORT,
         *,
         timeout_s: float = 30.0,
         encoding: Encoding = "png",
-        resize_mode: ResizeMode | None = None,
+        resize_mode: ResizeMode | None = DEFAULT_RESIZE_MODE,
         max_reply_bytes: int = 16 << 20,
         session: str | None = None,
     ) -> None:
         if encoding not in ("png", "raw"):
             raise ValueError(f"encoding must be 'png' or 'raw', got {encoding!r}")
-        if resize_mode not in (None, "pad", "crop", "stretch"):
-            raise ValueError(f"resize_mode must be None, 'pad', 'crop' or 'stretch', got {resize_mode!r}")
+        if resize_mode is not None and resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be None or one of {RESIZE_MODES}, got {resize_mode!r}")
         self.host = host
         self.port = int(port)
         self.timeout_s = float(timeout_s)
@@ -156,6 +158,7 @@ class TcpClient(PolicyClient):
             raise ProtocolError(f"predict reply lacks 'pred': keys {sorted(reply)}")
         repeat = reply.get("repeat")
         self.last_repeat = int(repeat) if isinstance(repeat, (int, float)) else None
+        self.last_timing = parse_timing(reply)
         return parse_prediction(reply["pred"])
 
     def close(self) -> None:

@@ -15,34 +15,18 @@ import numpy as np
 import zmq
 from PIL import Image
 
-from .base import PolicyClient, Prediction, check_reply, parse_prediction
+from .base import PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
 from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
+from .wire import ZMQ_PORT, pickle_global_allowed
 
 log = logging.getLogger(__name__)
-
-# What a server reply may name: numpy arrays, dtypes and scalars (both numpy 1 and 2 module paths).
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-    ("builtins", "bytearray"),
-}
 
 
 class _ReplyUnpickler(pickle.Unpickler):
     """Unpickles only plain data and numpy arrays: a hostile 'server' cannot make us run code."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS or (
-            module.startswith("numpy.dtypes") and name.endswith("DType")
-        ):
+        if pickle_global_allowed(module, name):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"reply names {module}.{name}, which a nitrogen reply never contains")
 
@@ -66,7 +50,7 @@ class ModelClient(PolicyClient):
     def __init__(
         self,
         host: str = "localhost",
-        port: int = 5555,
+        port: int = ZMQ_PORT,
         *,
         timeout_ms: int = 30_000,
         session: str | None = None,
@@ -139,6 +123,7 @@ class ModelClient(PolicyClient):
         reply = self.request(message)
         if "pred" not in reply:
             raise ProtocolError(f"predict reply lacks 'pred': keys {sorted(reply)}")
+        self.last_timing = parse_timing(reply)
         return parse_prediction(reply["pred"])
 
     def close(self) -> None:

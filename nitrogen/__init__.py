@@ -18,9 +18,11 @@ _EXPORTS = {
     "FrameError": "frames",
     "InferenceEngine": "engine",
     "InferenceSession": "session",
+    "EnginePool": "pool",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["BUTTON_NAMES", "CheckpointError", "EnginePool", "EngineOptions", "FrameError", "InferenceEngine",
+           "InferenceSession", "NitrogenError", "decode_actions"]
 
 
 def __getattr__(name: str) -> Any:

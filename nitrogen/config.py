@@ -6,7 +6,7 @@ checkpoint validates here; fields we do not use (training switches) are accepted
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,12 +26,13 @@ class TransformerConfig(_Lenient):
     num_layers: int = 12
     dropout: float = 0.1
     attention_bias: bool = True
-    activation_fn: str = "gelu-approximate"
+    activation_fn: Literal["gelu", "gelu-approximate", "geglu", "geglu-approximate", "swiglu",
+                           "linear-silu"] = "gelu-approximate"  # what diffusers' FeedForward builds
     num_embeds_ada_norm: int | None = 1000
     upcast_attention: bool = False
     max_num_positional_embeddings: int = 512
     final_dropout: bool = True
-    positional_embeddings: str | None = "sinusoidal"
+    positional_embeddings: Literal["sinusoidal"] | None = "sinusoidal"
     interleave_self_attention: bool = False
 
     @property
@@ -40,9 +41,10 @@ class TransformerConfig(_Lenient):
 
 
 class DiTConfig(TransformerConfig):
-    norm_type: str = "ada_norm"
+    # The original DiT builds AdaLayerNorm blocks only; other values crashed it at the first predict.
+    norm_type: Literal["ada_norm"] = "ada_norm"
     norm_elementwise_affine: bool = False
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-5  # used by norm3 only: the original's AdaLayerNorm always uses 1e-5
     cross_attention_dim: int | None = None
 
 

@@ -9,17 +9,14 @@ loop can be captured as a CUDA graph.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .jobs import Frame, Job
 from .modeling import NitroGenModel, StepConstants
-from .preprocess import MEAN, STD, pixel_values
-
-if TYPE_CHECKING:
-    from .engine import Frame, Job
+from .precision import compute_context
+from .preprocess import ExactResize, normalize
 
 KV = list[tuple[torch.Tensor, torch.Tensor] | None]
 
@@ -38,48 +35,49 @@ class BatchInputs:
 class BatchedForward:
     """The numerics of the original, batched and with the step-invariant work hoisted."""
 
-    def __init__(self, model: NitroGenModel, steps: list[StepConstants], *, seq_len: int,
-                 tokens_per_frame: int, has_game_token: bool, device: torch.device, dtype: torch.dtype,
-                 gpu_preprocess: bool) -> None:
+    def __init__(self, model: NitroGenModel, *, seq_len: int, tokens_per_frame: int, has_game_token: bool,
+                 device: torch.device, bf16: bool, resize_on_device: bool) -> None:
         self.model = model
-        self.steps = steps
         self.seq_len = seq_len
         self.tokens_per_frame = tokens_per_frame
         self.has_game_token = has_game_token
         self.device = device
-        self.dtype = dtype
+        self.bf16 = bf16
         self.image_size = model.vision_config.image_size
         self.vl_dim = model.cfg.model_cfg.vision_hidden_size
-        self.gpu_preprocess = gpu_preprocess and device.type == "cuda"
+        self.buckets = model.cfg.model_cfg.num_timestep_buckets
+        self.resize = ExactResize(self.image_size, device) if resize_on_device else None
+        self._steps: dict[int, list[StepConstants]] = {}
+
+    def autocast(self):
+        return compute_context(self.device, self.bf16)
+
+    def step_constants(self, num_steps: int) -> list[StepConstants]:
+        """Per-step embeddings for ``num_steps`` steps, made once (under the same precision as the loop)."""
+        if num_steps not in self._steps:
+            with self.autocast():
+                self._steps[num_steps] = self.model.step_constants(num_steps, self.buckets)
+        return self._steps[num_steps]
 
     # ---- vision --------------------------------------------------------------------------------------
     def encode_missing_frames(self, jobs: list[Job]) -> None:
-        """Run the tower on frames not seen before (history frames keep their features)."""
-        todo = list({id(f): f for j in jobs for f in j.frames if f.features is None}.values())
+        """Run the tower on frames not seen before; their pixels are dropped once features exist."""
+        todo: list[Frame] = list({id(f): f for j in jobs for f in j.frames if f.features is None}.values())
         if not todo:
             return
-        pix = self._pixels_gpu(todo) if self.gpu_preprocess else torch.from_numpy(
-            np.stack([pixel_values(f.rgb, self.image_size) for f in todo])).to(self.device)
-        feats = self.model.encode_frames(pix.to(self.dtype))
+        if self.resize is not None:
+            frames = torch.stack([self.resize(torch.tensor(f.rgb, device=self.device)) for f in todo])
+        else:  # resized by the session (Pillow), only normalised here
+            frames = torch.from_numpy(np.stack([f.rgb for f in todo])).to(self.device)
+        with self.autocast():
+            feats = self.model.encode_frames(normalize(frames))
         for f, feat in zip(todo, feats):
-            f.features = feat
-
-    def _pixels_gpu(self, frames: list[Frame]) -> torch.Tensor:
-        """uint8 upload, bicubic resize on the GPU where needed, rescale and normalise there."""
-        size, out = self.image_size, []
-        for f in frames:
-            t = torch.tensor(f.rgb).to(self.device).permute(2, 0, 1)[None].float()  # frames may be read-only
-            if t.shape[-2:] != (size, size):
-                t = F.interpolate(t, size=(size, size), mode="bicubic", antialias=True,
-                                  align_corners=False).round_().clamp_(0, 255)
-            out.append(t)
-        scaled = (torch.cat(out).double() * (1 / 255)).float()  # the same roundings as the CPU path
-        return (scaled - MEAN) / STD
+            f.features, f.rgb = feat, None
 
     # ---- conditioning ----------------------------------------------------------------------------------
     def _vl_row(self, frames: list[Frame], game_id: int | None) -> torch.Tensor:
         """[pad ...] [game] [tokens of each frame]: pad slots stay zero and are never masked."""
-        vl = torch.zeros(self.seq_len, self.vl_dim, device=self.device, dtype=self.dtype)
+        vl = torch.zeros(self.seq_len, self.vl_dim, device=self.device, dtype=torch.float32)
         n = len(frames) * self.tokens_per_frame
         if n:
             vl[self.seq_len - n:] = torch.cat([f.features for f in frames])
@@ -99,20 +97,24 @@ class BatchedForward:
                 rows.append(self._vl_row(job.frames[-1:], None))
                 row_job.append(i)
         dev = self.device
+        with self.autocast():
+            kv = self.model.condition(torch.stack(rows))
         return BatchInputs(
             x0=torch.stack([j.noise for j in jobs]).to(dev),
-            kv=self.model.condition(torch.stack(rows)),
+            kv=kv,
             row_job=torch.tensor(row_job, device=dev),
             uncond=torch.tensor(uncond, device=dev),
             scale=torch.tensor(scale, dtype=torch.float32, device=dev).view(b, 1, 1),
         )
 
     # ---- the Euler loop --------------------------------------------------------------------------------
-    def denoise(self, inp: BatchInputs) -> torch.Tensor:
-        """x(0) -> x(1); x stays float32 whatever the weights' dtype."""
-        x, dt, b = inp.x0, 1.0 / len(self.steps), inp.x0.shape[0]
-        for step in self.steps:
-            v_rows = self.model.velocity(x[inp.row_job].to(self.dtype), step, inp.kv).float()
-            v_c = v_rows[:b]
-            x = x + dt * (v_c + inp.scale * (v_c - v_rows[inp.uncond]))
+    def denoise(self, inp: BatchInputs, num_steps: int) -> torch.Tensor:
+        """x(0) -> x(1); x stays float32 in either precision."""
+        steps = self.step_constants(num_steps)
+        x, dt, b = inp.x0, 1.0 / num_steps, inp.x0.shape[0]
+        with self.autocast():
+            for step in steps:
+                v_rows = self.model.velocity(x[inp.row_job], step, inp.kv).float()
+                v_c = v_rows[:b]
+                x = x + dt * (v_c + inp.scale * (v_c - v_rows[inp.uncond]))
         return x

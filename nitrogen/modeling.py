@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding, Timesteps
+from einops import rearrange
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from .config import CheckpointConfig, DiTConfig, MixerConfig, TransformerConfig, VisionConfig
+
+ADA_NORM_EPS = 1e-5  # the original's AdaLayerNorm ignores the config's norm_eps
 
 
 class AdaLayerNorm(nn.Module):
@@ -47,7 +50,7 @@ class TransformerBlock(nn.Module):
             SinusoidalPositionalEmbedding(dim, max_seq_length=cfg.max_num_positional_embeddings)
             if cfg.positional_embeddings == "sinusoidal" else None
         )
-        self.norm1: nn.Module = AdaLayerNorm(dim, eps) if ada_norm else nn.LayerNorm(
+        self.norm1: nn.Module = AdaLayerNorm(dim, ADA_NORM_EPS) if ada_norm else nn.LayerNorm(
             dim, eps=eps, elementwise_affine=affine)
         self.attn1 = Attention(
             query_dim=dim, heads=cfg.num_attention_heads, dim_head=cfg.attention_head_dim,
@@ -63,8 +66,7 @@ class TransformerBlock(nn.Module):
         return self.pos_embed(x) if self.pos_embed is not None else x
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, n, _ = t.shape
-        return t.view(b, n, self.attn1.heads, -1).transpose(1, 2)
+        return rearrange(t, "b n (h d) -> b h n d", h=self.attn1.heads)
 
     def key_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads-split keys and values of ``context``: cached once per predict for cross blocks."""
@@ -84,7 +86,7 @@ class TransformerBlock(nn.Module):
             q = self._heads(attn.to_q(x))
             k, v = kv if kv is not None else self.key_values(x)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1).to(q.dtype)
+        out = rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
         return attn.to_out[0](out)
 
     @torch.no_grad()
@@ -277,7 +279,7 @@ class NitroGenModel(nn.Module):
             blk.fuse_projections()
 
     def _device(self) -> torch.device:
-        return self.action_encoder.W1.W.device
+        return self.vision_encoder.embeddings.position_embedding.weight.device  # never swapped by fast paths
 
     # ---- one Euler step ----------------------------------------------------------------------------
     def velocity(self, x: torch.Tensor, step: StepConstants,

@@ -1,44 +1,29 @@
-"""Frame validation and SigLIP preprocessing (what SiglipImageProcessor does, without the hub)."""
+"""Frame -> SigLIP input, as SiglipImageProcessor computes it: bicubic resize, x/255, (x - 0.5) / 0.5.
+
+The resize is Pillow's (what the processor calls). It runs either in Pillow on the CPU (the caller's
+thread) or, for ``gpu_preprocess``, as the same fixed-point arithmetic in torch on the model's device:
+Pillow resamples one axis, rounds and clips to uint8, then the other, with 22-bit integer
+coefficients (libImaging/Resample.c of Pillow 13, the version pinned in pyproject.toml). Reproducing those integers makes the two paths equal, not close;
+a float resize (``F.interpolate``) is 10-23 grey levels off on noisy frames. Written here because no
+library offers Pillow's resample on a GPU.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-MAX_SIDE = 8192
+from .frames import to_rgb_array
+
 MEAN = 0.5
 STD = 0.5
-
-ACCEPTED = "an RGB frame: numpy uint8 array of shape (H, W, 3) with 1 <= H, W <= 8192, or a PIL.Image"
-
-
-def to_rgb_array(image: Any) -> np.ndarray:
-    """Validate a client frame and return it as a contiguous uint8 (H, W, 3) array."""
-    if isinstance(image, Image.Image):
-        w, h = image.size
-        _check_size(h, w, f"PIL image of size {w}x{h}")
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be {ACCEPTED}; got {type(image).__name__}")  # noqa: TRY004 - one type for callers
-    if image.dtype != np.uint8:
-        raise ValueError(f"image dtype is {image.dtype}; expected uint8 ({ACCEPTED})")
-    if image.ndim != 3:
-        raise ValueError(f"image has shape {image.shape} (rank {image.ndim}); expected (H, W, 3) ({ACCEPTED})")
-    if image.shape[2] != 3:
-        raise ValueError(f"image has {image.shape[2]} channels (shape {image.shape}); expected 3 (RGB)")
-    _check_size(image.shape[0], image.shape[1], f"array of shape {image.shape}")
-    return np.ascontiguousarray(image)
-
-
-def _check_size(h: int, w: int, what: str) -> None:
-    if h < 1 or w < 1:
-        raise ValueError(f"image is empty: {what}; {ACCEPTED}")
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise ValueError(f"image is too large: {what}; each side must be at most {MAX_SIDE} pixels")
+PRECISION_BITS = 32 - 8 - 2  # Pillow's: 8-bit pixels, 2 bits of headroom for negative lobes
+BICUBIC_A = -0.5
+BICUBIC_SUPPORT = 2.0
 
 
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -48,9 +33,94 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), resample=Image.BICUBIC))
 
 
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)``: rescale in float64 as the processor does."""
+    scaled = (frames.permute(0, 3, 1, 2).double() * (1 / 255)).float()
+    return (scaled - MEAN) / STD
+
+
 def pixel_values(image: Any, size: int) -> np.ndarray:
-    """Frame -> (3, size, size) float32 SigLIP input: resize, rescale by 1/255, normalise (0.5, 0.5)."""
+    """Frame -> (3, size, size) float32 SigLIP input, entirely on the CPU (the reference path)."""
     rgb = resize_rgb(to_rgb_array(image), size)
-    scaled = (rgb.astype(np.float64) * (1 / 255)).astype(np.float32)
-    normed = (scaled - np.float32(MEAN)) / np.float32(STD)
-    return np.ascontiguousarray(normed.transpose(2, 0, 1))
+    return normalize(torch.tensor(rgb)[None])[0].numpy()
+
+
+def _bicubic(x: float) -> float:
+    x = abs(x)
+    if x < 1.0:
+        return ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * BICUBIC_A
+    return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for one axis, operation for operation.
+
+    Returns (first source index, int64 weights) with shapes (out,) and (out, taps); unused taps are 0.
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = BICUBIC_SUPPORT * filterscale
+    taps = int(np.ceil(support)) * 2 + 1
+    first = np.zeros(out_size, np.int64)
+    weights = np.zeros((out_size, taps), np.int64)
+    inv = 1.0 / filterscale
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)  # int() truncates toward zero, as C's cast
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        k = [_bicubic((x + xmin - center + 0.5) * inv) for x in range(xmax)]
+        total = 0.0
+        for w in k:  # sequential, as in C: the sum's rounding decides the last bit
+            total += w
+        if total != 0.0:
+            k = [w / total for w in k]
+        one = 1 << PRECISION_BITS
+        weights[xx, :xmax] = [int(-0.5 + w * one) if w < 0 else int(0.5 + w * one) for w in k]
+        first[xx] = xmin
+    return first, weights
+
+
+class ExactResize:
+    """Pillow's 8-bit bicubic resize in torch integer arithmetic, on whatever device the frame is."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.size = size
+        self.device = device
+        self._tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _table(self, in_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source index, weight) per (output, tap): index clamped in range where the weight is 0."""
+        if in_size not in self._tables:
+            first, weights = resample_coefficients(in_size, self.size)
+            index = np.minimum(first[:, None] + np.arange(weights.shape[1]), in_size - 1)
+            self._tables[in_size] = (torch.from_numpy(index).to(self.device),
+                                     torch.from_numpy(weights).to(self.device))
+        return self._tables[in_size]
+
+    def _pass(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """One axis: sum over taps in int64 (exact), then Pillow's rounding shift and clip to 0..255."""
+        index, weights = self._table(x.shape[dim])
+        shape = [1] * x.dim()
+        shape[dim] = self.size
+        acc = torch.full((*x.shape[:dim], self.size, *x.shape[dim + 1:]), 1 << (PRECISION_BITS - 1),
+                         dtype=torch.int64, device=x.device)
+        for tap in range(weights.shape[1]):  # a loop over <= 65 taps keeps memory at one output
+            acc += x.index_select(dim, index[:, tap]) * weights[:, tap].view(shape)
+        return (acc >> PRECISION_BITS).clamp_(0, 255)
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(H, W, 3)`` -> uint8 ``(size, size, 3)``, the passes in Pillow's order."""
+        h, w = rgb.shape[:2]
+        if h == self.size and w == self.size:
+            return rgb
+        x = rgb.to(torch.int64)
+        # Pillow: "if height is being scaled down more than twice the amount the width is, run the
+        # vertical pass first"; the order changes the intermediate rounding, so it must match.
+        vertical_first = 0 < h - self.size and h - self.size > (w - self.size) * 2
+        for dim in ((0, 1) if vertical_first else (1, 0)):
+            if x.shape[dim] != self.size:
+                x = self._pass(x, dim)
+        return x.to(torch.uint8)

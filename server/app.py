@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import ServerSettings
 from .metrics import ServerMetrics, start_metrics
+from .recorder import start_recorder
 from .service import PolicyService
 from .tcp_frontend import TcpFrontend
 from .zmq_frontend import ZmqFrontend
@@ -21,12 +22,12 @@ log = logging.getLogger("nitrogen_server")
 
 
 def load_engine(settings: ServerSettings) -> Any:
-    """The library's engine for the configured checkpoint (blocking: loads weights)."""
-    from nitrogen import InferenceEngine
+    """The library's engines (one per --device entry) for the checkpoint (blocking: loads weights)."""
+    from nitrogen import EnginePool
 
-    return InferenceEngine.from_checkpoint(
-        settings.checkpoint, device=settings.device, options=settings.engine_options,
-        old_layout=settings.old_layout,
+    return EnginePool.from_checkpoint(
+        settings.checkpoint, devices=settings.device, options=settings.engine_options,
+        old_layout=settings.old_layout, adapters=[settings.adapter] if settings.adapter else [],
     )
 
 
@@ -44,6 +45,11 @@ class NitrogenServer:
         self.metrics: ServerMetrics | None = None
 
     @property
+    def engines(self) -> list[Any]:
+        """Every engine serving (an EnginePool has one per device; a bare engine is one)."""
+        return list(getattr(self.engine, "engines", [self.engine]))
+
+    @property
     def zmq_port(self) -> int:
         return self.zmq.port if self.zmq else self.settings.zmq_port
 
@@ -57,6 +63,7 @@ class NitrogenServer:
         self.service = PolicyService(self.engine, s)
         log.info("model ready: %s", _describe_info(self.service.default_info))
         self.metrics = start_metrics(self)  # None unless --metrics-port
+        self.service.recorder = start_recorder(s)  # None unless --record
         self.tcp = TcpFrontend(self.service, s)
         await self.tcp.start()
         self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes,
@@ -81,6 +88,8 @@ class NitrogenServer:
             self.service.close()
         if self.metrics:
             self.metrics.close()
+        if self.service and self.service.recorder:
+            await asyncio.to_thread(self.service.recorder.close)  # writes what is queued
         if self._owns_engine:
             self.engine.close()
         log.info("stopped")

@@ -29,7 +29,10 @@ class ServerSettings(BaseSettings, EngineOptions):
     )
 
     checkpoint: str = Field(DEFAULT_CHECKPOINT, description="checkpoint path, or 'demo' for the tiny random model")
-    device: str | None = Field(None, description="cpu, cuda, cuda:N or mps; None: cuda > mps > cpu")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N, mps, or several (one engine each): "
+                               "cuda:0,cuda:1 or cuda:all; None: cuda > mps > cpu")
+    adapter: Path | None = Field(None, description="PEFT LoRA adapter directory merged into the checkpoint's "
+                                 "weights at load; None: none")
     host: str = Field("0.0.0.0", description="address both ports bind to")
     zmq_port: int = Field(5555, ge=0, le=65535, description="ZeroMQ + pickle port (0: any free port)")
     tcp_port: int = Field(5556, ge=0, le=65535, description="newline-JSON TCP port (0: any free port)")
@@ -57,7 +60,7 @@ class ServerSettings(BaseSettings, EngineOptions):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("device", "game", "ctx", "old_layout", "dtype", "steps", "gpu_preprocess", "record",
+    @field_validator("device", "adapter", "game", "ctx", "old_layout", "dtype", "steps", "gpu_preprocess", "record",
                      "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

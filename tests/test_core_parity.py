@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from nitrogen import EngineOptions, InferenceEngine, InferenceSession
-from nitrogen.engine import Frame, Job
+from nitrogen.jobs import Frame, Job
 
 # The 320x240 frame of tiny-a goes through Pillow's bicubic resize like the original's SigLIP
 # processor; measured here it is bit-exact too, but resampling libraries may differ by a grey level.
@@ -27,8 +29,8 @@ def test_action_tensor_from_pixel_values_and_noise(golden_dir, golden, name):
         with torch.inference_mode():
             frame.features = engine.model.encode_frames(torch.from_numpy(g[f"pixel_values_{i}"])[None])[0]
         history = (history + [frame])[-ctx:]
-        job = Job(list(history), torch.from_numpy(g[f"noise_{i}"]), cfg, 0)
-        got = engine.submit(job).result()["action_tensor"]
+        job = Job(list(history), torch.from_numpy(g[f"noise_{i}"]), cfg, 0, engine.num_steps)
+        got = engine.submit(job).result()
         np.testing.assert_allclose(got, g[f"action_tensor_{i}"], atol=1e-4, rtol=0)
     engine.close()
 
@@ -71,8 +73,8 @@ def test_batched_sessions_match_golden(golden_dir, golden):
     g = golden("tiny-b")
     engine = InferenceEngine.from_checkpoint(golden_dir / "tiny-b.pt", device="cpu",
                                              options=EngineOptions(max_batch=8, max_wait_ms=300))
-    guided = [engine.new_session(cfg_scale=2.0) for _ in range(3)]
-    plain = engine.new_session(cfg_scale=1.0)
+    guided = [InferenceSession(engine, cfg_scale=2.0) for _ in range(3)]
+    plain = InferenceSession(engine, cfg_scale=1.0)
     for i in range(3):
         futures = [s.submit(g[f"image_{i}"], seed=200 + i) for s in guided]
         plain_future = plain.submit(g[f"image_{i}"], seed=200 + i)
@@ -93,16 +95,16 @@ def test_bucket_padding_used_by_cuda_graphs_is_exact(golden_dir, golden):
     g = golden("tiny-b")
     engine = InferenceEngine.from_checkpoint(golden_dir / "tiny-b.pt", device="cpu",
                                              options=EngineOptions(warmup=False))
-    padded = GraphedDenoiser(engine.forward.denoise, capture=False)
+    padded = GraphedDenoiser(partial(engine.forward.denoise, num_steps=4), capture=False)
     f0, f1 = Frame(g["image_0"]), Frame(g["image_1"])
     jobs = [  # 3 jobs + 2 guided rows -> bucket (4 jobs, 2 extra rows)
-        Job([f0, f1], engine.make_noise(seed=201), 2.0, 0),   # golden step 1
-        Job([f1], engine.make_noise(seed=7), 1.0, 0),
-        Job([f0], engine.make_noise(seed=200), 2.0, 0),       # golden step 0 (one dropped frame)
+        Job([f0, f1], engine.make_noise(seed=201), 2.0, 0, 4),   # golden step 1
+        Job([f1], engine.make_noise(seed=7), 1.0, 0, 4),
+        Job([f0], engine.make_noise(seed=200), 2.0, 0, 4),       # golden step 0 (one dropped frame)
     ]
     with torch.inference_mode():
         inputs = engine.forward.prepare(jobs)
-        eager = engine.forward.denoise(inputs)
+        eager = engine.forward.denoise(inputs, num_steps=4)
         bucketed = padded(inputs)
         again = padded(inputs)  # reuses the bucket's static buffers
     np.testing.assert_allclose(bucketed.numpy(), eager.numpy(), atol=1e-5, rtol=0)
@@ -119,13 +121,13 @@ def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
     g = golden("tiny-b")
     engine = InferenceEngine.from_checkpoint(golden_dir / "tiny-b.pt", device="cpu",
                                              options=EngineOptions(warmup=False))
-    padded = GraphedDenoiser(engine.forward.denoise, capture=False, capacity=4)
+    padded = GraphedDenoiser(partial(engine.forward.denoise, num_steps=4), capture=False, capacity=4)
     f0, f1 = Frame(g["image_0"]), Frame(g["image_1"])
     batches = [
-        [Job([f0], engine.make_noise(seed=200), 2.0, 0)],
-        [Job([f0, f1], engine.make_noise(seed=201), 2.0, 0)] + [Job([f1], engine.make_noise(seed=k), 1.0, 0)
+        [Job([f0], engine.make_noise(seed=200), 2.0, 0, 4)],
+        [Job([f0, f1], engine.make_noise(seed=201), 2.0, 0, 4)] + [Job([f1], engine.make_noise(seed=k), 1.0, 0, 4)
                                                                 for k in range(4)],
-        [Job([f0], engine.make_noise(seed=200), 2.0, 0), Job([f0, f1], engine.make_noise(seed=201), 2.0, 0)],
+        [Job([f0], engine.make_noise(seed=200), 2.0, 0, 4), Job([f0, f1], engine.make_noise(seed=201), 2.0, 0, 4)],
     ]
     with torch.inference_mode():
         out = [padded(engine.forward.prepare(jobs)) for jobs in batches]
@@ -139,10 +141,10 @@ def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
 @pytest.mark.parametrize("name", ["tiny-a", "tiny-b"])
 def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name):
     """The golden towers are too small for the oneDNN swap; force it so its numerics are checked."""
-    import nitrogen.engine
-    from nitrogen.engine import OneDNNLinear
+    import nitrogen.onednn
+    from nitrogen.onednn import OneDNNLinear
 
-    monkeypatch.setattr(nitrogen.engine, "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(nitrogen.onednn, "ONEDNN_MIN_WEIGHTS", 0)
     g = golden(name)
     session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu",
                                                cfg_scale=float(g["cfg_scale"]),

@@ -1,0 +1,34 @@
+"""The original's GPU numerics: float32 weights under ``torch.autocast(dtype=torch.bfloat16)``.
+
+Under autocast, matmuls, convolutions and attention run in bf16 while layer norms, softmax statistics,
+positional tables, biases added outside a GEMM and the residual stream stay float32. Casting the weights
+(not the biases) of ``nn.Linear``/``nn.Conv2d`` to bf16 once at load gives the same numbers, because
+autocast would cast them identically on every call; it only halves the weight traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+BF16 = torch.bfloat16
+
+
+def cast_matmul_weights(model: nn.Module) -> int:
+    """bf16 copies of every Linear/Conv2d weight (biases stay float32); returns how many."""
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.dtype == torch.float32:
+            module.weight = nn.Parameter(module.weight.detach().to(BF16), requires_grad=False)
+            cast += 1
+    return cast
+
+
+def compute_context(device: torch.device, bf16: bool) -> AbstractContextManager:
+    """Autocast for bf16 mode (no cast cache: weights are already bf16, and CUDA graphs need none)."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=BF16, cache_enabled=False)

@@ -21,8 +21,17 @@ _EXPORTS = {
     "EnginePool": "pool",
 }
 
-__all__ = ["BUTTON_NAMES", "CheckpointError", "EnginePool", "EngineOptions", "FrameError", "InferenceEngine",
-           "InferenceSession", "NitrogenError", "decode_actions"]
+__all__ = [
+    "BUTTON_NAMES",
+    "CheckpointError",
+    "EngineOptions",
+    "EnginePool",
+    "FrameError",
+    "InferenceEngine",
+    "InferenceSession",
+    "NitrogenError",
+    "decode_actions",
+]
 
 
 def __getattr__(name: str) -> Any:

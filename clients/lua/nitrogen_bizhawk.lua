@@ -1,253 +1,56 @@
 -- nitrogen_bizhawk.lua: let the NitroGen policy play a BizHawk game (BizHawk 2.9+, Lua 5.4).
--- Load it from Tools > Lua Console > Script > Open Script. A nitrogen-server must be reachable on its
--- newline-JSON TCP port (default 5556). Protocol: docs/protocol.md. Everything lives in this one file.
+-- Load it from Tools > Lua Console > Script > Open Script, with nitrogen_core.lua in the same folder.
+-- A nitrogen-server must be reachable on its newline-JSON TCP port (default 5556). Protocol:
+-- docs/protocol.md. Each step: screenshot, send, pause the emulator while the reply is on its way
+-- (the window stays responsive and Stop works), then play the predicted actions frame by frame.
 
 ----------------------------------------------------------------------------------------------------
--- Configuration: edit these values (or set the global NITROGEN_CONFIG to a table of overrides).
+-- Configuration: put overrides here (every key and its default: nitrogen_core.lua, core.DEFAULTS),
+-- or set the global NITROGEN_CONFIG to a table of overrides.
 ----------------------------------------------------------------------------------------------------
 local CONFIG = {
-  host = "127.0.0.1",
-  port = 5556,
-  console = nil,            -- nil: emu.getsystemid(); or "NES", "SNES", "GB", "GBC", "GBA", "GEN", "N64"
-  frames_per_action = nil,  -- nil: the server's "repeat" (the model's action_downsample_ratio)
-  actions_per_step = nil,   -- nil: play every action of the predicted chunk before the next screenshot
-  allow_menu = false,       -- let the model press START / SELECT (BACK) / Mode
-  stick_deadzone = 0.5,     -- |stick| above this presses the d-pad (consoles without an analog stick)
-  analog_deadzone = 0.15,   -- N64: stick radius below this is centred
-  resize_mode = "pad",      -- how the server squares the frame: "pad", "crop" or "stretch"
-  connect_timeout = 0.5,    -- seconds; the emulator is paused while connecting
-  reply_timeout = 10,       -- seconds to wait for one prediction
-  retry_min_frames = 30,    -- reconnect back-off while the server is down (frames; 60 frames ~ 1 s)
-  retry_max_frames = 600,
-  transport = "auto",       -- "auto", "dotnet" (BizHawk's .NET TcpClient) or "luasocket"
-  read_chunk = 4096,        -- bytes per socket read
-  frame_path = nil,         -- nil: nitrogen_frame.png in %TEMP% (or the working directory)
-  seed_base = nil,          -- integer: send seed = seed_base + i with the i-th predict of a session
-  max_steps = nil,          -- stop after this many answered requests (nil: run until stopped)
-  show_status = true,       -- draw the status line on the game screen
+  -- host = "127.0.0.1", port = 5556,
+  -- resize_mode = "stretch",   -- or "pad", "crop"
+  -- allow_menu = false,
 }
-for k, v in pairs(rawget(_G, "NITROGEN_CONFIG") or {}) do CONFIG[k] = v end
 
-----------------------------------------------------------------------------------------------------
--- JSON decoder (RFC 8259): objects, arrays, strings with every escape incl. \uXXXX and surrogate
--- pairs, numbers with sign, fraction and exponent, true/false/null (null decodes to json.null).
-----------------------------------------------------------------------------------------------------
-local json = { null = setmetatable({}, { __tostring = function() return "null" end }) }
-local ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-
-function json.decode(s)
-  local pos, depth = 1, 0
-  local function fail(what) error(("invalid JSON at byte %d: %s"):format(pos, what), 0) end
-  local function skip() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-  local value
-  local function hex4(at)
-    local h = s:match("^%x%x%x%x", at)
-    if not h then pos = at; fail("expected 4 hex digits after \\u") end
-    return tonumber(h, 16)
-  end
-  local function str()
-    local parts, i = {}, pos + 1
-    while true do
-      local a = s:find('["\\%z\1-\31]', i)
-      if not a then pos = #s + 1; fail("unterminated string") end
-      parts[#parts + 1] = s:sub(i, a - 1)
-      local c = s:sub(a, a)
-      if c == '"' then pos = a + 1; return table.concat(parts) end
-      if c ~= "\\" then pos = a; fail("control character in string") end
-      local e = s:sub(a + 1, a + 1)
-      if e == "u" then
-        local cp = hex4(a + 2); i = a + 6
-        if cp >= 0xD800 and cp <= 0xDBFF and s:sub(i, i + 1) == "\\u" then
-          local lo = hex4(i + 2)
-          if lo >= 0xDC00 and lo <= 0xDFFF then
-            cp, i = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00), i + 6
-          end
-        end
-        if cp >= 0xD800 and cp <= 0xDFFF then cp = 0xFFFD end -- a lone surrogate has no UTF-8 form
-        parts[#parts + 1] = utf8.char(cp)
-      elseif ESCAPES[e] then
-        parts[#parts + 1] = ESCAPES[e]; i = a + 2
-      else
-        pos = a; fail("invalid escape \\" .. e)
-      end
-    end
-  end
-  local function num()
-    local start = pos
-    local int = s:match("^-?%d+", pos)
-    if not int then fail("unexpected character '" .. s:sub(pos, pos) .. "'") end
-    if int:match("^-?0%d") then fail("leading zero in number") end
-    pos = pos + #int
-    if s:sub(pos, pos) == "." then
-      local frac = s:match("^%.%d+", pos) or fail("digits expected after '.'")
-      pos = pos + #frac
-    end
-    if s:match("^[eE]", pos) then
-      local exp = s:match("^[eE][-+]?%d+", pos) or fail("digits expected in exponent")
-      pos = pos + #exp
-    end
-    return tonumber(s:sub(start, pos - 1))
-  end
-  local function container(close, item)
-    depth = depth + 1
-    if depth > 256 then fail("nesting deeper than 256") end
-    local t = {}
-    pos = pos + 1; skip()
-    if s:sub(pos, pos) == close then pos = pos + 1; depth = depth - 1; return t end
-    while true do
-      item(t); skip()
-      local c = s:sub(pos, pos); pos = pos + 1
-      if c == close then depth = depth - 1; return t end
-      if c ~= "," then pos = pos - 1; fail("expected ',' or '" .. close .. "'") end
-      skip()
-    end
-  end
-  local function array_item(t) t[#t + 1] = value() end
-  local function object_item(t)
-    if s:sub(pos, pos) ~= '"' then fail("expected a string key") end
-    local k = str(); skip()
-    if s:sub(pos, pos) ~= ":" then fail("expected ':'") end
-    pos = pos + 1; skip()
-    t[k] = value()
-  end
-  local LITERALS = { t = { "true", true }, f = { "false", false }, n = { "null", json.null } }
-  function value()
-    skip()
-    local c = s:sub(pos, pos)
-    if c == "{" then return container("}", object_item) end
-    if c == "[" then return container("]", array_item) end
-    if c == '"' then return str() end
-    local lit = LITERALS[c]
-    if lit then
-      if s:sub(pos, pos + #lit[1] - 1) ~= lit[1] then fail("invalid literal") end
-      pos = pos + #lit[1]; return lit[2]
-    end
-    if c == "" then fail("unexpected end of input") end
-    return num()
-  end
-  local result = value(); skip()
-  if pos <= #s then fail("trailing characters") end
-  return result
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or ""
+if here ~= "" and not package.path:find(here .. "?.lua", 1, true) then
+  package.path = here .. "?.lua;" .. package.path
 end
+local core = require("nitrogen_core")
 
-local function json_string(v)
-  return '"' .. tostring(v):gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
-end
-
-----------------------------------------------------------------------------------------------------
--- Button maps. The model emits 21 Xbox-style buttons (index: name below) and two sticks in [-1, 1],
--- y positive = screen down. Each console map sends a console button when ANY listed model input is
--- on. LS_*/RS_* are the left/right stick past stick_deadzone. START and BACK count only with
--- allow_menu; GUIDE is never used. Names are BizHawk's ControllerDefinition names; `prefix` is what
--- the usual core puts in front, and the actual names are checked against joypad.get() at start-up.
-----------------------------------------------------------------------------------------------------
-local MODEL_BUTTONS = { "BACK", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT", "DPAD_UP", "EAST", "GUIDE",
-  "LEFT_SHOULDER", "LEFT_THUMB", "LEFT_TRIGGER", "NORTH", "RIGHT_BOTTOM", "RIGHT_LEFT", "RIGHT_RIGHT",
-  "RIGHT_SHOULDER", "RIGHT_THUMB", "RIGHT_TRIGGER", "RIGHT_UP", "SOUTH", "START", "WEST" }
-local DPAD = { Up = { "DPAD_UP", "LS_UP" }, Down = { "DPAD_DOWN", "LS_DOWN" },
-  Left = { "DPAD_LEFT", "LS_LEFT" }, Right = { "DPAD_RIGHT", "LS_RIGHT" } }
-local function with_dpad(t) for k, v in pairs(DPAD) do t[k] = v end return t end
-
-local MAPS = {
-  -- NesHawk/QuickNES: NESControllers.cs ControllerNES "0A".."0Right", merged as "P1 A" .. "P1 Right".
-  NES = { prefix = "P1 ", buttons = with_dpad { A = { "SOUTH" }, B = { "EAST", "WEST" },
-    Start = { "START" }, Select = { "BACK" } } },
-  -- BSNES/Snes9x: BsnesControllers.cs "0Up".."0Start" -> "P1 B", "P1 Y", ... Positional SNES layout.
-  SNES = { prefix = "P1 ", buttons = with_dpad { B = { "SOUTH" }, A = { "EAST" }, Y = { "WEST" },
-    X = { "NORTH" }, L = { "LEFT_SHOULDER", "LEFT_TRIGGER" }, R = { "RIGHT_SHOULDER", "RIGHT_TRIGGER" },
-    Start = { "START" }, Select = { "BACK" } } },
-  -- Gambatte: Gambatte.cs GbController "Up","Down","Left","Right","Start","Select","B","A" (no
-  -- prefix); GBHawk names them "P1 Up" ...: the joypad.get() check picks whichever exists.
-  GB = { prefix = "", buttons = with_dpad { A = { "SOUTH" }, B = { "EAST", "WEST" },
-    Start = { "START" }, Select = { "BACK" } } },
-  -- mGBA: GBA.cs GBAController "Up".."R" (no prefix).
-  GBA = { prefix = "", buttons = with_dpad { A = { "SOUTH" }, B = { "EAST", "WEST" },
-    L = { "LEFT_SHOULDER", "LEFT_TRIGGER" }, R = { "RIGHT_SHOULDER", "RIGHT_TRIGGER" },
-    Start = { "START" }, Select = { "BACK" } } },
-  -- Genesis Plus GX: GPGXControlConverter.cs "P{n} {Name}", 3/6-button pads. Sega's own Xbox layout:
-  -- A=X, B=A, C=B, X=LB, Y=Y, Z=RB.
-  GEN = { prefix = "P1 ", buttons = with_dpad { A = { "WEST" }, B = { "SOUTH" }, C = { "EAST" },
-    X = { "LEFT_SHOULDER" }, Y = { "NORTH" }, Z = { "RIGHT_SHOULDER" },
-    Start = { "START" }, Mode = { "BACK" } } },
-  -- Mupen64Plus: N64Input.cs "P1 DPad U".."P1 C Left", axes "P1 X Axis"/"P1 Y Axis" in -128..127,
-  -- stick right = +X, stick up = +Y. Left stick -> analog stick, right stick -> C buttons.
-  N64 = { prefix = "P1 ", buttons = { A = { "SOUTH" }, B = { "WEST", "EAST" }, Z = { "LEFT_TRIGGER" },
-    L = { "LEFT_SHOULDER" }, R = { "RIGHT_SHOULDER", "RIGHT_TRIGGER" }, Start = { "START" },
-    ["DPad U"] = { "DPAD_UP" }, ["DPad D"] = { "DPAD_DOWN" }, ["DPad L"] = { "DPAD_LEFT" },
-    ["DPad R"] = { "DPAD_RIGHT" }, ["C Up"] = { "RS_UP" }, ["C Down"] = { "RS_DOWN" },
-    ["C Left"] = { "RS_LEFT" }, ["C Right"] = { "RS_RIGHT" } },
-    analog = { x = "X Axis", y = "Y Axis", scale = 127 } },
-}
--- emu.getsystemid() values (VSystemID.Raw) that share a pad with one of the maps above.
-local SYSTEM_ALIASES = { GBC = "GB", SGB = "SNES", ["32X"] = "GEN" }
-
--- Resolve a map's short names to the running core's names (`available`: set of joypad.get() keys).
-local function resolve_map(map, available)
-  local function name_of(short)
-    if not available or next(available) == nil then return map.prefix .. short end
-    for _, cand in ipairs({ map.prefix .. short, short, "P1 " .. short }) do
-      if available[cand] ~= nil then return cand end
+-- An error as one line. .NET exceptions reach pcall as NLua's LuaScriptException, whose text is only
+-- "A .NET exception occured in user-code"; the reason is the innermost InnerException's Message.
+local function error_text(e)
+  if type(e) ~= "string" then
+    local inner, depth = e, 0
+    while depth < 8 do
+      local ok, nxt = pcall(function() return inner.InnerException end)
+      if not ok or nxt == nil then break end
+      inner, depth = nxt, depth + 1
     end
+    local ok, msg = pcall(function() return inner.Message end)
+    e = (ok and type(msg) == "string" and depth > 0) and msg or tostring(e)
   end
-  local r = { buttons = {}, missing = {} }
-  for short, inputs in pairs(map.buttons) do
-    local full = name_of(short)
-    if full then r.buttons[full] = inputs else r.missing[#r.missing + 1] = short end
-  end
-  if map.analog then -- joypad.get() lists axes too (ControllerExtensions.ToDictionary)
-    local x, y = name_of(map.analog.x), name_of(map.analog.y)
-    if x and y then r.analog = { x = x, y = y, scale = map.analog.scale }
-    else r.missing[#r.missing + 1] = map.analog.x .. "/" .. map.analog.y end
-  end
-  table.sort(r.missing)
-  return r
-end
-
--- One action (21 buttons, left stick, right stick) -> joypad.set table and joypad.setanalog table.
-local function stick(v)
-  if type(v) ~= "table" then return { 0, 0 } end
-  return { tonumber(v[1]) or 0, tonumber(v[2]) or 0 }
-end
-
-local function action_to_pad(rmap, buttons, jl, jr, cfg)
-  if type(buttons) ~= "table" then buttons = {} end
-  jl, jr = stick(jl), stick(jr)
-  local on = {}
-  for i, name in ipairs(MODEL_BUTTONS) do on[name] = (tonumber(buttons[i]) or 0) > 0.5 end
-  if not cfg.allow_menu then on.START, on.BACK = false, false end
-  on.GUIDE = false
-  local dz = cfg.stick_deadzone
-  on.LS_LEFT, on.LS_RIGHT, on.LS_UP, on.LS_DOWN = jl[1] < -dz, jl[1] > dz, jl[2] < -dz, jl[2] > dz
-  on.RS_LEFT, on.RS_RIGHT, on.RS_UP, on.RS_DOWN = jr[1] < -dz, jr[1] > dz, jr[2] < -dz, jr[2] > dz
-  local pad = {}
-  for full, inputs in pairs(rmap.buttons) do
-    local pressed = false
-    for _, input in ipairs(inputs) do pressed = pressed or on[input] end
-    pad[full] = pressed
-  end
-  local analog
-  if rmap.analog then
-    local x, y, s = jl[1], -jl[2], rmap.analog.scale -- the model's y points down, BizHawk's up
-    if math.sqrt(x * x + y * y) < cfg.analog_deadzone then x, y = 0, 0 end
-    local function axis(v) return math.max(-s - 1, math.min(s, math.floor(v * s + 0.5))) end
-    analog = { [rmap.analog.x] = axis(x), [rmap.analog.y] = axis(y) }
-  end
-  return pad, analog
+  return (tostring(e):match("^[^\r\n]*"))
 end
 
 ----------------------------------------------------------------------------------------------------
 -- Transports: connect(host, port, timeout) / read_file(path) -> payload, length /
--- send(header, payload) / receive_line(timeout, chunk) / close(). Failures return nil, message.
+-- send(header, payload, timeout) / poll_line(chunk) -> a complete line, or nil (nothing yet), or
+-- nil and an error / now() -> seconds / close(). Nothing here blocks for longer than its timeout.
 ----------------------------------------------------------------------------------------------------
-local function first_line(e) return (tostring(e):match("^[^\r\n]*")) end
 
 -- Inside BizHawk: .NET's System.Net.Sockets.TcpClient through NLua's luanet (no native modules).
 local function dotnet_transport()
   local luanet = rawget(_G, "luanet")
   pcall(luanet.load_assembly, "System")
   local TcpClient = luanet.import_type("System.Net.Sockets.TcpClient")
+  local SelectRead = luanet.import_type("System.Net.Sockets.SelectMode").SelectRead
   local File = luanet.import_type("System.IO.File")
   local Encoding = luanet.import_type("System.Text.Encoding")
+  local clock = luanet.import_type("System.Diagnostics.Stopwatch").StartNew()
   local function new_bytes(n) -- byte[n]: NLua calls an array type as a constructor; else Array.CreateInstance
     local ok, arr = pcall(luanet.import_type("System.Byte[]"), n)
     if ok and arr then return arr end
@@ -255,6 +58,7 @@ local function dotnet_transport()
     return luanet.import_type("System.Array").CreateInstance(Byte, n)
   end
   local T, tcp, stream, buf, rbuf = { reads = 0 }, nil, nil, "", nil
+  function T.now() return clock.ElapsedMilliseconds / 1000 end
   function T.close()
     if tcp then pcall(function() tcp:Close() end) end
     tcp, stream, buf = nil, nil, ""
@@ -263,50 +67,57 @@ local function dotnet_transport()
     local ok, err = pcall(function()
       local c = TcpClient()
       local task = c:ConnectAsync(host, port)
-      if not task:Wait(math.floor(timeout * 1000)) then c:Close(); error("connect timed out") end
+      if not task:Wait(math.floor(timeout * 1000)) then c:Close(); error("connect timed out", 0) end
       c.NoDelay = true
       tcp, stream, buf = c, c:GetStream(), ""
     end)
     if ok then return true end
-    T.close(); return nil, first_line(err)
+    T.close(); return nil, error_text(err)
   end
   function T.read_file(path)
     local ok, bytes = pcall(File.ReadAllBytes, path)
-    if not ok then return nil, first_line(bytes) end
+    if not ok then return nil, error_text(bytes) end
     return bytes, bytes.Length
   end
-  function T.send(header, payload)
+  function T.send(header, payload, timeout)
     local ok, err = pcall(function()
+      tcp.SendTimeout = math.floor(timeout * 1000) -- a Write that cannot go through throws after this
       local h = Encoding.UTF8:GetBytes(header)
       stream:Write(h, 0, h.Length)
       stream:Write(payload, 0, payload.Length)
     end)
     if ok then return true end
-    return nil, first_line(err)
+    return nil, error_text(err)
   end
-  function T.receive_line(timeout, chunk)
-    local ok, res = pcall(function()
+  function T.poll_line(chunk)
+    local ok, line = pcall(function()
       if not rbuf or rbuf.Length ~= chunk then rbuf = new_bytes(chunk) end
-      tcp.ReceiveTimeout = math.floor(timeout * 1000) -- a Read past it throws
-      while true do
-        local nl = buf:find("\n", 1, true)
-        if nl then local line = buf:sub(1, nl - 1); buf = buf:sub(nl + 1); return line end
-        local n = stream:Read(rbuf, 0, chunk)
-        if n <= 0 then error("server closed the connection") end
+      while not buf:find("\n", 1, true) do
+        -- Poll first: readable with nothing available means the server closed the connection.
+        local readable = tcp.Client:Poll(0, SelectRead)
+        if tcp.Available <= 0 then
+          if readable then error("server closed the connection", 0) end
+          return nil
+        end
+        local n = stream:Read(rbuf, 0, math.min(chunk, tcp.Available))
+        if n <= 0 then error("server closed the connection", 0) end
         T.reads = T.reads + 1
         buf = buf .. Encoding.UTF8:GetString(rbuf, 0, n)
       end
+      local nl = buf:find("\n", 1, true)
+      local l = buf:sub(1, nl - 1); buf = buf:sub(nl + 1)
+      return l
     end)
-    if ok then return res end
-    return nil, first_line(res)
+    if ok then return line end
+    return nil, error_text(line)
   end
   return T, "dotnet"
 end
 
--- Outside BizHawk (tests, other hosts): LuaSocket. Reads return whatever has arrived, up to `chunk`.
+-- Outside BizHawk (tests, other hosts): LuaSocket.
 local function luasocket_transport()
   local socket = require("socket")
-  local T, sock, buf = { reads = 0 }, nil, ""
+  local T, sock, buf = { reads = 0, now = socket.gettime }, nil, ""
   function T.close()
     if sock then sock:close() end
     sock, buf = nil, ""
@@ -326,27 +137,25 @@ local function luasocket_transport()
     local data = f:read("a"); f:close()
     return data, #data
   end
-  function T.send(header, payload)
-    sock:settimeout(CONFIG.reply_timeout)
+  function T.send(header, payload, timeout)
+    sock:settimeout(timeout)
     local ok, err = sock:send(header .. payload)
     if ok then return true end
     return nil, err
   end
-  function T.receive_line(timeout, chunk)
-    local deadline = socket.gettime() + timeout
-    while true do
-      local nl = buf:find("\n", 1, true)
-      if nl then local line = buf:sub(1, nl - 1); buf = buf:sub(nl + 1); return line end
-      local left = deadline - socket.gettime()
-      if left <= 0 then return nil, "no reply within " .. timeout .. " s" end
-      if sock:dirty() or #socket.select({ sock }, nil, left) > 0 then
-        sock:settimeout(0)
-        local data, err, partial = sock:receive(chunk)
-        data = data or partial
-        if data and #data > 0 then buf = buf .. data; T.reads = T.reads + 1 end
-        if err == "closed" then return nil, "server closed the connection" end
-      end
+  function T.poll_line(chunk)
+    sock:settimeout(0)
+    while not buf:find("\n", 1, true) do
+      local data, err, partial = sock:receive(chunk)
+      data = data or partial
+      if data and #data > 0 then buf = buf .. data; T.reads = T.reads + 1 end
+      if err == "closed" and not buf:find("\n", 1, true) then return nil, "server closed the connection" end
+      if not data or #data < chunk then break end
     end
+    local nl = buf:find("\n", 1, true)
+    if not nl then return nil end
+    local line = buf:sub(1, nl - 1); buf = buf:sub(nl + 1)
+    return line
   end
   return T, "luasocket"
 end
@@ -363,14 +172,8 @@ end
 ----------------------------------------------------------------------------------------------------
 local function log(msg) ((console and console.log) or print)("[nitrogen] " .. msg) end
 
-local function default_frame_path()
-  local dir = os.getenv("TEMP") or os.getenv("TMPDIR")
-  local sep = package and package.config and package.config:sub(1, 1) or "/"
-  return (dir and (dir .. sep) or "") .. "nitrogen_frame.png"
-end
-
 local function run()
-  local cfg = CONFIG
+  local cfg = core.configure(CONFIG)
   local frame, status, retry_at = 0, "starting", nil
   local function advance()
     if cfg.show_status and gui and gui.text then
@@ -386,17 +189,16 @@ local function run()
   while system == "NULL" do
     set_status("waiting for a ROM"); advance(); system = cfg.console or emu.getsystemid()
   end
-  local map = MAPS[system] or MAPS[SYSTEM_ALIASES[system] or ""]
-  if not map then
-    error(("console %q has no button map; supported: NES SNES GB GBC GBA GEN N64"):format(system), 0)
-  end
+  local map, map_err = core.map_for(system)
+  if not map then error(map_err, 0) end
   local available = {}
   local ok_get, current = pcall(joypad.get)
   if ok_get and type(current) == "table" then for k in pairs(current) do available[k] = true end end
-  local rmap = resolve_map(map, available)
+  local rmap = core.resolve_map(map, available)
   if #rmap.missing > 0 then log("this core's pad has no " .. table.concat(rmap.missing, ", ")) end
 
-  local neutral = {}
+  local transport, transport_name = make_transport(cfg.transport)
+  local neutral, paused_by_us, osd_to_restore = {}, false, false
   for full in pairs(rmap.buttons) do neutral[full] = false end
   local function clear_pad(release_analog)
     joypad.set(neutral)
@@ -407,36 +209,70 @@ local function run()
     end
   end
   local function idle() clear_pad(false); advance() end
-  if event and event.onexit then event.onexit(function() clear_pad(true) end, "nitrogen_clear_pad") end
-  if client.setscreenshotosd then pcall(client.setscreenshotosd, false) end -- keep our text out of the frames
+  -- Whatever way the script ends (Stop, the console closed, an error, max_steps): release the pad,
+  -- unpause, restore the user's screenshot setting, close the socket. Closing the Lua console runs
+  -- only onconsoleclose handlers, stopping the script only onexit handlers: register both.
+  local function shutdown()
+    pcall(clear_pad, true)
+    if paused_by_us then pcall(client.unpause); paused_by_us = false end
+    if osd_to_restore then pcall(client.setscreenshotosd, true); osd_to_restore = false end
+    transport.close()
+  end
+  if event and event.onexit then event.onexit(shutdown, "nitrogen_shutdown") end
+  if event and event.onconsoleclose then event.onconsoleclose(shutdown, "nitrogen_console_close") end
+  -- Our status text must stay out of the frames the model sees. setscreenshotosd is saved in the
+  -- user's config, so it is switched off only if it was on, and switched back on at the end.
+  local ok_conf, capture_osd = pcall(function() return client.getconfig().Screenshot_CaptureOSD end)
+  if ok_conf and capture_osd == true and pcall(client.setscreenshotosd, false) then osd_to_restore = true end
 
-  local transport, transport_name = make_transport(cfg.transport)
-  local frame_path = cfg.frame_path or default_frame_path()
+  -- BizHawk runs scripts in the script's folder: a relative path needs no environment variable
+  -- (the %TEMP% path broke under user names outside the ANSI code page).
+  local frame_path = cfg.frame_path or "nitrogen_frame.png"
   log(("%s via %s, server %s:%d"):format(system, transport_name, cfg.host, cfg.port))
+
+  -- Wait for the reply with the emulator paused, yielding to BizHawk so that its window keeps
+  -- drawing and its Stop button works; a user who had paused already stays paused.
+  local function await_line()
+    local deadline = transport.now() + cfg.reply_timeout
+    if not client.ispaused() then client.pause(); paused_by_us = true end
+    local line, err
+    while true do
+      line, err = transport.poll_line(cfg.read_chunk)
+      if line or err then break end
+      if transport.now() > deadline then err = ("no reply within %s s"):format(cfg.reply_timeout); break end
+      emu.yield()
+    end
+    if paused_by_us then client.unpause(); paused_by_us = false end
+    return line, err
+  end
 
   local connected, next_try, backoff, session_calls, answered = false, 0, cfg.retry_min_frames, 0, 0
   local function request()
     local shot_ok, shot_err = pcall(client.screenshot, frame_path)
-    if not shot_ok then return nil, "screenshot failed: " .. first_line(shot_err), true end
+    if not shot_ok then return nil, "screenshot failed: " .. error_text(shot_err), true end
     local payload, len = transport.read_file(frame_path)
     if not payload then return nil, "screenshot unreadable: " .. tostring(len), true end
-    local header = ('{"type":"predict","len":%d,"resize_mode":%s'):format(len, json_string(cfg.resize_mode))
-    if cfg.seed_base then header = header .. (',"seed":%d'):format(cfg.seed_base + session_calls) end
-    local ok, err = transport.send(header .. "}\n", payload)
+    local ok, err = transport.send(core.predict_header(len, cfg, session_calls), payload, cfg.reply_timeout)
     if not ok then return nil, "send failed: " .. tostring(err) end
     session_calls = session_calls + 1
-    local line, rerr = transport.receive_line(cfg.reply_timeout, cfg.read_chunk)
+    local line, rerr = await_line()
     if not line then return nil, "receive failed: " .. tostring(rerr) end
-    local dok, reply = pcall(json.decode, line)
-    if not dok then return nil, "bad reply: " .. reply end
-    if type(reply) ~= "table" then return nil, "bad reply: not an object" end
-    local p = reply.pred
-    if reply.status == "ok" and not (type(p) == "table" and type(p.buttons) == "table"
-        and type(p.j_left) == "table" and type(p.j_right) == "table"
-        and #p.j_left >= #p.buttons and #p.j_right >= #p.buttons) then
-      return nil, "bad reply: pred needs buttons, j_left and j_right of one length"
+    return core.parse_reply(line)
+  end
+
+  local function play(reply)
+    local pred = reply.pred
+    local n, frames = core.chunk_plan(reply, cfg)
+    set_status(core.playing_status(answered, n, frames, reply), true)
+    if n == 0 then idle() end -- an empty chunk must not stall the emulator
+    for i = 1, n do
+      local pad, analog = core.action_to_pad(rmap, pred.buttons[i], pred.j_left[i], pred.j_right[i], cfg)
+      for _ = 1, frames do -- joypad.set only overrides the coming frame (JoypadApi.Set): repeat it
+        joypad.set(pad)
+        if analog then joypad.setanalog(analog) end
+        advance()
+      end
     end
-    return reply
   end
 
   while not cfg.max_steps or answered < cfg.max_steps do
@@ -449,7 +285,7 @@ local function run()
         else
           next_try, backoff = frame + backoff, math.min(backoff * 2, cfg.retry_max_frames)
           retry_at = next_try
-          set_status(("server %s:%d unreachable (%s), retrying"):format(cfg.host, cfg.port, tostring(err)))
+          set_status(core.unreachable_status(cfg, err))
         end
       end
       if not connected then idle() end
@@ -465,29 +301,16 @@ local function run()
         idle()
       else
         answered = answered + 1
-        local pred = reply.pred
-        local frames = math.max(1, math.floor(cfg.frames_per_action or tonumber(reply["repeat"]) or 1))
-        local n = #pred.buttons
-        if cfg.actions_per_step then n = math.min(n, cfg.actions_per_step) end
-        set_status(("playing: step %d, %d actions x %d frames"):format(answered, n, frames), true)
-        if n == 0 then idle() end -- an empty chunk must not stall the emulator
-        for i = 1, n do
-          local pad, analog = action_to_pad(rmap, pred.buttons[i], pred.j_left[i], pred.j_right[i], cfg)
-          for _ = 1, frames do -- joypad.set only overrides the coming frame (JoypadApi.Set): repeat it
-            joypad.set(pad)
-            if analog then joypad.setanalog(analog) end
-            advance()
-          end
-        end
+        play(reply)
       end
     end
   end
-  clear_pad(true)
-  transport.close()
-  log(("stopped after %d answered requests, %d socket reads"):format(answered, transport.reads))
+  local reads = transport.reads
+  shutdown()
+  log(("stopped after %d answered requests, %d socket reads"):format(answered, reads))
 end
 
-local M = { json = json, MAPS = MAPS, MODEL_BUTTONS = MODEL_BUTTONS, resolve_map = resolve_map,
-  action_to_pad = action_to_pad, make_transport = make_transport, CONFIG = CONFIG, run = run }
+local M = setmetatable({ make_transport = make_transport, error_text = error_text, run = run },
+  { __index = core })
 if rawget(_G, "NITROGEN_LIBRARY") then return M end
 run()

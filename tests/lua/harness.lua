@@ -10,6 +10,10 @@
 --   NITROGEN_TEST_MAX_FRAMES  stop the script (like the user pressing Stop) after this many frames
 --   NITROGEN_TEST_FRAME_SLEEP seconds each emulated frame takes (default 0)
 --   NITROGEN_TEST_DOTNET   1: provide `luanet` (dotnet_stub.lua) so the script picks its BizHawk transport
+--   NITROGEN_TEST_MAX_YIELDS  stop the script (Stop pressed) at this emu.yield() call
+--   NITROGEN_TEST_STOP_BY  "stop" (default: event.onexit handlers run) or "console" (the Lua console was
+--                          closed: BizHawk runs only event.onconsoleclose handlers)
+--   NITROGEN_TEST_OSD      1: the user's config has Screenshot_CaptureOSD on
 local socket = require("socket")
 package.path = (arg and arg[0] and arg[0]:match("^(.*)[/\\]") or ".") .. "/?.lua;" .. package.path
 local jsonl = require("jsonl")
@@ -22,6 +26,8 @@ local SYSTEM = env("NITROGEN_TEST_SYSTEM") or "NES"
 local FRAMES_DIR = env("NITROGEN_TEST_FRAMES")
 local MAX_FRAMES = tonumber(env("NITROGEN_TEST_MAX_FRAMES") or "100000")
 local FRAME_SLEEP = tonumber(env("NITROGEN_TEST_FRAME_SLEEP") or "0")
+local MAX_YIELDS = tonumber(env("NITROGEN_TEST_MAX_YIELDS") or "1e9")
+local STOP_BY = env("NITROGEN_TEST_STOP_BY") or "stop"
 local CORRUPT = {}
 for n in (env("NITROGEN_TEST_CORRUPT") or ""):gmatch("%d+") do CORRUPT[tonumber(n)] = true end
 
@@ -90,7 +96,10 @@ end
 ---------------------------------------------------------------------------------------- BizHawk stubs
 local frame, shots, status_text = 0, 0, nil
 local overrides, holds, unknown, non_integer, set_calls = {}, {}, {}, {}, 0
-local exit_handlers, stopping = {}, false
+local handlers, stopping = { exit = {}, console = {} }, false
+local paused, yields, frame_yields, unpaused_yields = false, 0, 0, 0
+local config = { Screenshot_CaptureOSD = env("NITROGEN_TEST_OSD") == "1" }
+local osd_calls = {}
 local STOP = setmetatable({}, { __tostring = function() return "harness: stop requested" end })
 
 local function write_file(path, data) local f = assert(io.open(path, "wb")); f:write(data); f:close() end
@@ -110,7 +119,12 @@ client = {
       write_file(path, png(160, 144, pixel))
     end
   end,
-  setscreenshotosd = function() end,
+  -- BizHawk saves this into the user's config (Config.Screenshot_CaptureOSD).
+  setscreenshotosd = function(v) osd_calls[#osd_calls + 1] = v; config.Screenshot_CaptureOSD = v end,
+  getconfig = function() return config end,
+  pause = function() paused = true end,
+  unpause = function() paused = false end,
+  ispaused = function() return paused end,
 }
 
 local function qualify(name, controller) return controller and ("P" .. controller .. " " .. name) or name end
@@ -143,17 +157,32 @@ emu = {
   getsystemid = function() return SYSTEM end,
   frameadvance = function()
     if stopping then error("frameadvance called after the script was stopped") end
-    emit({ frame = frame, shots = shots, set = overrides, analog = holds, status = status_text })
-    overrides, status_text = {}, nil
+    -- BizHawk: frameadvance blocks while the emulator is paused; a script that pauses and then
+    -- advances hangs for good.
+    if paused then error("frameadvance called while the emulator is paused: BizHawk would hang") end
+    emit({ frame = frame, shots = shots, set = overrides, analog = holds, status = status_text,
+      yields = frame_yields })
+    overrides, status_text, frame_yields = {}, nil, 0
     frame = frame + 1
     if FRAME_SLEEP > 0 then socket.sleep(FRAME_SLEEP) end
     if frame >= MAX_FRAMES then error(STOP, 0) end
   end,
   framecount = function() return frame end,
+  -- BizHawk resumes a yielded script on its next UI loop (no frame runs while paused).
+  yield = function()
+    if stopping then error("yield called after the script was stopped") end
+    yields, frame_yields = yields + 1, frame_yields + 1
+    if not paused then unpaused_yields = unpaused_yields + 1 end
+    socket.sleep(0.001)
+    if yields >= MAX_YIELDS then error(STOP, 0) end
+  end,
 }
 gui = { text = function(_, _, msg) status_text = msg end }
 console = { log = function(msg) emit({ console = tostring(msg), frame = frame }) end }
-event = { onexit = function(fn, name) exit_handlers[#exit_handlers + 1] = fn; return name or "h" end }
+event = {
+  onexit = function(fn, name) table.insert(handlers.exit, fn); return name or "h" end,
+  onconsoleclose = function(fn, name) table.insert(handlers.console, fn); return name or "h" end,
+}
 
 ---------------------------------------------------------------------------------------- run it
 local config_src = env("NITROGEN_TEST_CONFIG")
@@ -164,14 +193,17 @@ end
 local chunk_fn = assert(loadfile(SCRIPT))
 local ok, err = pcall(chunk_fn)
 local reason = ok and "returned" or (err == STOP and "stopped" or "error")
--- BizHawk runs event.onexit handlers once the script has stopped, however it stopped.
+-- BizHawk runs event.onexit handlers once the script has stopped, except when the Lua console is
+-- closed: then only event.onconsoleclose handlers run.
 stopping = true
 overrides = {}
-for _, fn in ipairs(exit_handlers) do fn() end
+for _, fn in ipairs(STOP_BY == "console" and handlers.console or handlers.exit) do fn() end
 local unknown_list = {}
 for n in pairs(unknown) do unknown_list[#unknown_list + 1] = n end
 emit({ ["end"] = reason, error = (reason == "error") and tostring(err) or nil, frames = frame, shots = shots,
   exit_set = overrides, final_analog = holds, unknown = unknown_list, non_integer = non_integer,
-  set_calls = set_calls })
+  set_calls = set_calls, paused = paused, yields = yields, unpaused_yields = unpaused_yields,
+  osd = config.Screenshot_CaptureOSD, osd_calls = osd_calls,
+  open_sockets = rawget(_G, "luanet") and luanet.open_clients() or nil })
 log_file:close()
 os.exit(reason == "error" and 1 or 0)

@@ -98,6 +98,22 @@ PAD_SPEC: dict[str, dict[str, list[str]]] = {
     },
 }
 PAD_SPEC["GBC"] = PAD_SPEC["GB"]
+
+
+def _opposites(p: str, pairs=(("Up", "Down"), ("Left", "Right"))) -> list[tuple[str, str]]:
+    return [(p + a, p + b) for a, b in pairs]
+
+
+# The one rule for opposite directions (README): a d-pad pair pressed together cancels out.
+OPPOSITES: dict[str, list[tuple[str, str]]] = {
+    "NES": _opposites("P1 "),
+    "SNES": _opposites("P1 "),
+    "GB": _opposites(""),
+    "GBC": _opposites(""),
+    "GBA": _opposites(""),
+    "GEN": _opposites("P1 "),
+    "N64": _opposites("P1 DPad ", (("U", "D"), ("L", "R"))),
+}
 STICK_DEADZONE = 0.5
 ANALOG_DEADZONE = 0.15
 
@@ -115,14 +131,23 @@ def expected_pad(system: str, buttons, j_left, j_right, allow_menu: bool = False
                 near.add(f"{prefix}_{d}")
     pad = {name: any(on[i] for i in inputs) for name, inputs in PAD_SPEC[system].items()}
     unsure = {name for name, inputs in PAD_SPEC[system].items() if near & set(inputs)}
+    for a, b in OPPOSITES[system]:
+        if pad[a] and pad[b]:
+            pad[a] = pad[b] = False
+        if a in unsure or b in unsure:
+            unsure |= {a, b}
     return pad, unsure
 
 
 def expected_n64_stick(j_left) -> tuple[int, int]:
+    """Stick up = +Y; the radius is clamped to 127 (BizHawk's own circle), the dead-zone centres it."""
     x, y = float(j_left[0]), -float(j_left[1])
-    if (x * x + y * y) ** 0.5 < ANALOG_DEADZONE:
+    r = (x * x + y * y) ** 0.5
+    if r < ANALOG_DEADZONE:
         return 0, 0
-    return tuple(max(-128, min(127, int(np.floor(v * 127 + 0.5)))) for v in (x, y))
+    if r > 1:
+        x, y = x / r, y / r
+    return tuple(max(-127, min(127, int(np.floor(v * 127 + 0.5)))) for v in (x, y))
 
 
 class ServerProcess:

@@ -54,6 +54,7 @@ class InferenceEngine:
         if self.resize_on_device and self.device.type == "mps":
             raise ValueError("gpu_preprocess needs 64-bit integer tensors, which mps lacks; turn it off on mps")
         self.ckpt_path = ckpt_path
+        self.index = 0  # this engine's place in an EnginePool
         self.game_names = dict(game_names or {})
         self.adapters = list(adapters)
         self._old_layout = old_layout
@@ -198,6 +199,8 @@ class InferenceEngine:
                     break
                 batch.append(job)
             self._run_safely(batch)
+            del batch, first  # an idle worker must not keep the last jobs' sessions (and features) alive
+            job = None
             if stop:
                 return
 

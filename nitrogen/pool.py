@@ -28,6 +28,8 @@ class EnginePool:
         if not engines:
             raise ValueError("an engine pool needs at least one engine")
         self.engines = list(engines)
+        for index, engine in enumerate(self.engines):
+            engine.index = index
         self._sessions: list[weakref.WeakSet[InferenceSession]] = [weakref.WeakSet() for _ in self.engines]
 
     @classmethod

@@ -140,6 +140,7 @@ class InferenceSession:
             "action_dim": e.action_dim,
             "buttons": list(BUTTON_NAMES),
             "device": str(e.device),
+            "engine": e.index,
             "dtype": e.dtype_name,
             "num_inference_timesteps": self.steps,
             "checkpoint_timesteps": e.num_steps,

@@ -112,13 +112,17 @@ class InferenceSession:
         """Like :meth:`submit`, resolving to ``(pred, Timing)``: how long it queued and ran."""
         return self._enqueue(image, seed, noise, self._decode_timed)
 
+    def submit_raw(self, image: Any, seed: int | None = None, noise: Any = None) -> Future:
+        """Like :meth:`submit`, resolving to x(1) before decoding (parity checks)."""
+        return self._enqueue(image, seed, noise, lambda x1, _timing: x1)
+
     def predict(self, image: Any, seed: int | None = None, noise: Any = None) -> dict[str, np.ndarray]:
         """Blocking predict: ``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}`` float32."""
         return self.submit(image, seed=seed, noise=noise).result()
 
     def predict_raw(self, image: Any, seed: int | None = None, noise: Any = None) -> np.ndarray:
         """x(1) before decoding, (horizon, action_dim): for parity checks against the original."""
-        return self._enqueue(image, seed, noise, lambda x1, _timing: x1).result()
+        return self.submit_raw(image, seed, noise).result()
 
     def reset(self) -> None:
         """Forget the frame history (a new episode)."""

@@ -72,6 +72,8 @@ class PolicyService:
         self._idle.set()
         # called as on_request(client_key, kind, response, seconds) after every request (server/metrics.py)
         self.on_request: Callable[[str, str, Response, float], None] | None = None
+        # with --record, app.py sets this: it queues each predict for writing after the reply (server/recorder.py)
+        self.recorder: Any = None
 
     def _new_session(self, cfg_scale: float | None = None, context_length: int | None = None,
                      game: str | int | None = None) -> Any:
@@ -122,6 +124,8 @@ class PolicyService:
             log.debug("%s %s -> ok (%.1f ms)", key, kind, ms)
         if self.on_request is not None:
             self.on_request(client_key, kind, response, ms / 1000)
+        if self.recorder is not None and isinstance(request, PredictRequest):
+            self.recorder.submit(client_key, key, request, response, ms / 1000)
         return response
 
     @staticmethod

@@ -176,7 +176,7 @@ class RequestRecorder:
         while (job := self._queue.get()) is not None:
             try:
                 self._write(job)
-            except Exception:  # noqa: BLE001 - a recording failure must never stop serving
+            except Exception:  # a recording failure must never stop serving (or the writer)
                 log.exception("recording: could not write predict %d", job.seq)
             finally:
                 with self._lock:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from nitrogen_server.app import ServerThread
 from nitrogen_server.recorder import RequestRecorder
 from PIL import Image

@@ -284,8 +284,12 @@ function core.action_to_pad(rmap, buttons, jl, jr, cfg)
     local r = math.sqrt(x * x + y * y)
     if r < cfg.analog_deadzone then x, y = 0, 0
     elseif r > 1 then x, y = x / r, y / r end -- diagonals stay on the stick's circle (radius `scale`)
-    local function axis(v) return math.max(-s, math.min(s, math.floor(v * s + 0.5))) end
-    analog = { [rmap.analog.x] = axis(x), [rmap.analog.y] = axis(y) }
+    local xi, yi = math.floor(x * s + 0.5), math.floor(y * s + 0.5)
+    if xi * xi + yi * yi > s * s then -- rounding pushed a diagonal past the circle: round toward 0
+      local function trunc(v) return v >= 0 and math.floor(v) or math.ceil(v) end
+      xi, yi = trunc(x * s), trunc(y * s)
+    end
+    analog = { [rmap.analog.x] = xi, [rmap.analog.y] = yi }
   end
   return pad, analog
 end

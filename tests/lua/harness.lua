@@ -42,7 +42,12 @@ local CORES = {
   N64 = prefixed("P1 ", { "A Up", "A Down", "A Left", "A Right", "DPad U", "DPad D", "DPad L", "DPad R",
     "Start", "Z", "B", "A", "C Up", "C Down", "C Right", "C Left", "L", "R" }),
 }
-CORES.GBC = CORES.GB
+CORES.GBC, CORES.SGB = CORES.GB, CORES.GB -- BizHawk runs SGB on Gambatte with a Game Boy pad
+-- Game Boy Link (GambatteLink): two Game Boy pads, "P1 Up" .. "P2 A"; the script plays player 1.
+CORES.GBL = prefixed("P1 ", { "Up", "Down", "Left", "Right", "Start", "Select", "B", "A", "Power" })
+for _, n in ipairs(prefixed("P2 ", { "Up", "Down", "Left", "Right", "Start", "Select", "B", "A" })) do
+  table.insert(CORES.GBL, n)
+end
 table.insert(CORES.NES, "Power"); table.insert(CORES.NES, "Reset")
 local AXES = { N64 = { "P1 X Axis", "P1 Y Axis" } }
 local BUTTONS, AXIS_SET = {}, {}

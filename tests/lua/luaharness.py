@@ -114,6 +114,10 @@ OPPOSITES: dict[str, list[tuple[str, str]]] = {
     "GEN": _opposites("P1 "),
     "N64": _opposites("P1 DPad ", (("U", "D"), ("L", "R"))),
 }
+# Super Game Boy: Gambatte's Game Boy pad. Game Boy Link: two Game Boy pads, the script plays player 1.
+PAD_SPEC["SGB"], OPPOSITES["SGB"] = PAD_SPEC["GB"], OPPOSITES["GB"]
+PAD_SPEC["GBL"] = {"P1 " + name: inputs for name, inputs in PAD_SPEC["GB"].items()}
+OPPOSITES["GBL"] = _opposites("P1 ")
 STICK_DEADZONE = 0.5
 ANALOG_DEADZONE = 0.15
 
@@ -147,7 +151,10 @@ def expected_n64_stick(j_left) -> tuple[int, int]:
         return 0, 0
     if r > 1:
         x, y = x / r, y / r
-    return tuple(max(-127, min(127, int(np.floor(v * 127 + 0.5)))) for v in (x, y))
+    xi, yi = (int(np.floor(v * 127 + 0.5)) for v in (x, y))
+    if xi * xi + yi * yi > 127 * 127:  # rounding pushed a diagonal past the circle: toward zero
+        xi, yi = int(x * 127), int(y * 127)
+    return xi, yi
 
 
 class ServerProcess:
@@ -261,10 +268,18 @@ class Harness:
         corrupt: tuple[int, ...] = (),
         frame_sleep: float = 0.0,
         dotnet: bool = False,
+        max_yields: int | None = None,
+        stop_by: str = "stop",
+        osd: bool = False,
+        cwd: Path | None = None,
+        extra_env: dict | None = None,
     ) -> tuple[subprocess.Popen, Path]:
+        """Starts harness.lua; `config` becomes NITROGEN_CONFIG (frame_path defaults to a file of
+        this test's own, unless `cwd` is given: then the script's default applies in that folder)."""
         self.count += 1
         logfile = self.folder / f"run_{self.count}.jsonl"
-        config = {"frame_path": str(self.folder / f"frame_{self.count}.png"), **config}
+        if cwd is None:
+            config = {"frame_path": str(self.folder / f"frame_{self.count}.png"), **config}
         env = dict(
             os.environ,
             NITROGEN_SCRIPT=str(SCRIPT),
@@ -275,11 +290,21 @@ class Harness:
             NITROGEN_TEST_FRAME_SLEEP=str(frame_sleep),
             NITROGEN_TEST_CORRUPT=",".join(map(str, corrupt)),
             NITROGEN_TEST_DOTNET="1" if dotnet else "0",
+            NITROGEN_TEST_STOP_BY=stop_by,
+            NITROGEN_TEST_OSD="1" if osd else "0",
+            **(extra_env or {}),
         )
         if frames is not None:
             env["NITROGEN_TEST_FRAMES"] = str(frames)
+        if max_yields is not None:
+            env["NITROGEN_TEST_MAX_YIELDS"] = str(max_yields)
         proc = subprocess.Popen(
-            [self.lua, str(HARNESS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [self.lua, str(HARNESS)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         return proc, logfile
 

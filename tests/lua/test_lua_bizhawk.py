@@ -9,7 +9,7 @@ import re
 import pytest
 from luaharness import PAD_SPEC, HarnessRun, expected_n64_stick, expected_pad
 
-SYSTEMS = ["NES", "SNES", "GB", "GBC", "GBA", "GEN", "N64"]
+SYSTEMS = ["NES", "SNES", "GB", "GBC", "SGB", "GBL", "GBA", "GEN", "N64"]
 GOLDEN = {"seed_base": 100, "resize_mode": "stretch"}
 
 

@@ -118,3 +118,35 @@ def test_unknown_console_is_named(harness):
     run = harness.run("PSX", {"port": 9})
     assert run.returncode == 1
     assert 'console "PSX" has no button map' in run.end["error"]
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_opposite_directions_cancel(lua_eval, system):
+    """The one rule (README): a d-pad pair pressed together, by buttons or stick, presses neither."""
+    up, down, left, right = (
+        ("P1 DPad U", "P1 DPad D", "P1 DPad L", "P1 DPad R")
+        if system == "N64"
+        else tuple(("" if system.startswith("GB") else "P1 ") + d for d in ("Up", "Down", "Left", "Right"))
+    )
+    both = [int(n in ("DPAD_UP", "DPAD_DOWN", "DPAD_LEFT")) for n in MODEL_BUTTONS]
+    centre = (0.0, 0.0)
+    actions = [(both, centre, centre), ([0] * 21, (0.0, 0.9), centre), (one_hot("DPAD_UP"), (0.0, 0.9), centre)]
+    if system != "N64":  # the N64 stick is analog: it never presses the d-pad
+        actions.append((one_hot("DPAD_RIGHT"), (-0.9, 0.0), centre))
+    got = [o["pad"] for o in pads(lua_eval, system, actions)]
+    assert not got[0][up] and not got[0][down], "Up+Down cancel"
+    assert got[0][left] and not got[0][right], "Left alone stays pressed"
+    if system != "N64":
+        assert got[1][down] and not got[1][up], "the stick alone presses Down"
+        assert not got[2][up] and not got[2][down], "d-pad Up + stick Down cancel"
+        assert not got[3][left] and not got[3][right], "d-pad Right + stick Left cancel"
+
+
+def test_n64_diagonals_stay_on_the_stick_circle(lua_eval):
+    corners = [(x, y) for x in (-1.0, 1.0) for y in (-1.0, 1.0)] + [(0.8, 0.7), (1.0, 0.3)]
+    got = pads(lua_eval, "N64", [([0] * 21, jl, (0.0, 0.0)) for jl in corners])
+    for jl, out in zip(corners, got, strict=True):
+        x, y = out["analog"]["P1 X Axis"], out["analog"]["P1 Y Axis"]
+        assert x * x + y * y <= 127 * 127, (jl, x, y)
+        assert (x, y) == expected_n64_stick(jl)
+    assert got[3]["analog"] == {"P1 X Axis": 89, "P1 Y Axis": -89}, "(1, 1) points right and down"

@@ -1,0 +1,80 @@
+"""A stand-in server on 127.0.0.1 for what the real one will not do on demand: answer with a canned
+reply (keys a newer server may add), read a request and never answer, or never read at all."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+
+class FakeServer:
+    """mode "reply": answer each predict with `reply` (a dict, sent as one JSON line);
+    "silent": read requests, never answer; "stall": accept, never read (the client's send fills up)."""
+
+    def __init__(self, mode: str, reply: dict | None = None):
+        assert mode in ("reply", "silent", "stall"), mode
+        self.mode, self.reply = mode, reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        if mode == "stall":  # small buffers so that a client's send blocks soon
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.port = self.listener.getsockname()[1]
+        self.headers: list[dict] = []
+        self.connections = 0
+        self.closed_by_client = 0  # connections that reached EOF: the client closed its socket
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            if self.mode == "stall":
+                self._stop.wait()
+                return
+            conn.settimeout(0.2)
+            data = b""
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    self.closed_by_client += 1
+                    return
+                data += chunk
+                data = self._requests(conn, data)
+
+    def _requests(self, conn: socket.socket, data: bytes) -> bytes:
+        while b"\n" in data:
+            line, rest = data.split(b"\n", 1)
+            header = json.loads(line)
+            size = int(header.get("len", 0))
+            if len(rest) < size:
+                return data
+            self.headers.append(header)
+            data = rest[size:]
+            if self.mode == "reply":
+                conn.sendall(json.dumps(self.reply).encode() + b"\n")
+        return data
+
+    def wait_closed(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.closed_by_client < self.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.closed_by_client >= self.connections > 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()

@@ -2,6 +2,8 @@
 
 A frontend only does framing (ZeroMQ envelopes + pickle, or JSON lines + payloads); the fields inside
 a request are checked here, once, with error messages that name the field and what it should be.
+A field that is present must hold a valid value: `null`/None is refused like any other wrong value
+(leave a field out to get its default).
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from .images import RESIZE_MODES, EncodedFrame
-from .safe_pickle import PickledImage
+from .errors import ClientError, a_or_an, describe
+from .images import RESIZE_MODES, EncodedFrame, PickledImage
 
 REQUEST_TYPES = ("predict", "reset", "info")
-MAX_SESSION_NAME = 128
+MAX_NAME = 128  # session and game names
 MAX_SEED = 2**63 - 1
+MAX_GAME_ID = 2**31 - 1
+MAX_CONTEXT = 1024
+# NitroGen holds each predicted action for one game frame: the checkpoint format has no other ratio.
+# TCP replies carry it as "repeat" (clients hold each step that many frames); info() reports it too.
+ACTION_DOWNSAMPLE_RATIO = 1
 
 
-class RequestError(ValueError):
+class RequestError(ClientError):
     """A malformed request; the message names the bad field and what is expected."""
 
 
@@ -62,7 +69,7 @@ Request = PredictRequest | ResetRequest | InfoRequest
 @dataclass(frozen=True)
 class PredictResult:
     pred: dict[str, np.ndarray]
-    repeat: int
+    repeat: int = ACTION_DOWNSAMPLE_RATIO
 
 
 @dataclass(frozen=True)
@@ -81,43 +88,72 @@ class ErrorResult:
 
 
 Response = PredictResult | ResetResult | InfoResult | ErrorResult
+_ABSENT = object()
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _present(fields: Mapping[str, Any], name: str, expected: str) -> Any:
+    """The field's value, or _ABSENT; a present null is refused (it is not "use the default")."""
+    value = fields.get(name, _ABSENT)
+    if value is None:
+        raise RequestError(f"'{name}' is null/None; expected {expected} (leave the field out for the default)")
+    return value
 
 
 def optional_int(fields: Mapping[str, Any], name: str, lo: int, hi: int) -> int | None:
-    value = fields.get(name)
-    if value is None:
+    expected = f"an integer from {lo} to {hi}"
+    value = _present(fields, name, expected)
+    if value is _ABSENT:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise RequestError(f"'{name}' is {_describe(value)}; expected an integer from {lo} to {hi}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise RequestError(f"'{name}' is {value}; expected an integer from {lo} to {hi}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise RequestError(f"'{name}' is {describe(value)}; expected {expected}")
+    return int(value)
 
 
 def _opt_str(fields: Mapping[str, Any], name: str, max_len: int) -> str | None:
-    value = fields.get(name)
-    if value is None:
+    expected = f"a string of 1 to {max_len} characters"
+    value = _present(fields, name, expected)
+    if value is _ABSENT:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= max_len:
-        raise RequestError(f"'{name}' is {_describe(value)}; expected a string of 1 to {max_len} characters")
+        raise RequestError(f"'{name}' is {describe(value)}; expected {expected}")
     return value
+
+
+def _opt_cfg(fields: Mapping[str, Any]) -> float | None:
+    expected = "a number from 0 to 100"
+    value = _present(fields, "cfg_scale", expected)
+    if value is _ABSENT:
+        return None
+    # compared before any float(): float(10**400) raises, and NaN fails the comparison
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 100:
+        raise RequestError(f"'cfg_scale' is {describe(value)}; expected {expected}")
+    return float(value)
+
+
+def _opt_game(fields: Mapping[str, Any]) -> str | int | None:
+    expected = f"a game name of 1 to {MAX_NAME} characters or an integer id from 0 to {MAX_GAME_ID}"
+    value = _present(fields, "game", expected)
+    if value is _ABSENT:
+        return None
+    if isinstance(value, str) and 1 <= len(value) <= MAX_NAME:
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_GAME_ID:
+        return int(value)
+    raise RequestError(f"'game' is {describe(value)}; expected {expected}")
 
 
 def request_type(fields: Any) -> str:
     """The request's `type`, checked; used by frontends before reading any payload."""
+    expected = f"one of {', '.join(REQUEST_TYPES)}"
     if not isinstance(fields, Mapping):
         raise RequestError(
-            f"request is a {type(fields).__name__}; expected a dict/object with a 'type' field"
+            f"request is {a_or_an(type(fields).__name__)}; expected a dict/object with a 'type' field"
         )
-    kind = fields.get("type")
-    if kind not in REQUEST_TYPES:
-        raise RequestError(f"'type' is {_describe(kind)}; expected one of {', '.join(REQUEST_TYPES)}")
+    if "type" not in fields:
+        raise RequestError(f"request has no 'type'; expected {expected}")
+    kind = fields["type"]
+    if not isinstance(kind, str) or kind not in REQUEST_TYPES:
+        raise RequestError(f"'type' is {describe(kind)}; expected {expected}")
     return kind
 
 
@@ -128,29 +164,19 @@ def parse_request(fields: Any, image: ImageInput = None, default_resize: str = "
     payload that followed the header.
     """
     kind = request_type(fields)
-    session = _opt_str(fields, "session", MAX_SESSION_NAME)
+    session = _opt_str(fields, "session", MAX_NAME)
     if kind == "info":
         return InfoRequest(session=session)
     if kind == "reset":
-        cfg = fields.get("cfg_scale")
-        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, numbers.Real)
-                                or not 0.0 <= float(cfg) <= 100.0):
-            raise RequestError(f"'cfg_scale' is {_describe(cfg)}; expected a number from 0 to 100")
-        game = fields.get("game")
-        if game is not None and (isinstance(game, bool) or not isinstance(game, (str, numbers.Integral))):
-            raise RequestError(f"'game' is {_describe(game)}; expected a game name or an integer id")
-        return ResetRequest(
-            session=session,
-            cfg_scale=None if cfg is None else float(cfg),
-            context_length=optional_int(fields, "context_length", 1, 1024),
-            game=int(game) if isinstance(game, numbers.Integral) else game,
-        )
+        return ResetRequest(session=session, cfg_scale=_opt_cfg(fields),
+                            context_length=optional_int(fields, "context_length", 1, MAX_CONTEXT),
+                            game=_opt_game(fields))
     seed = optional_int(fields, "seed", 0, MAX_SEED)
-    mode = fields.get("resize_mode", default_resize)
-    if mode is None:
+    mode = _present(fields, "resize_mode", f"one of {', '.join(RESIZE_MODES)}")
+    if mode is _ABSENT:
         mode = default_resize
-    if mode not in RESIZE_MODES:
-        raise RequestError(f"'resize_mode' is {_describe(mode)}; expected one of {', '.join(RESIZE_MODES)}")
+    if not isinstance(mode, str) or mode not in RESIZE_MODES:
+        raise RequestError(f"'resize_mode' is {describe(mode)}; expected one of {', '.join(RESIZE_MODES)}")
     if image is None:
         raise RequestError("predict request has no 'image'; expected an H x W x 3 uint8 array or PIL image")
     return PredictRequest(image=image, seed=seed, session=session, resize_mode=mode)
@@ -165,3 +191,4 @@ def to_wire_dict(response: Response) -> dict[str, Any]:
     if isinstance(response, ResetResult):
         return {"status": "ok"}
     return {"status": "error", "message": response.message}
+

@@ -1,7 +1,11 @@
-"""The one dispatcher: typed requests in, typed responses out, for both ports.
+"""The one dispatcher: requests in, typed responses out, for both ports.
 
-Frontends call `PolicyService.handle(client_key, request)`. Decoding and `session.submit` run on a
-small thread pool and inference on the library's worker thread, so the event loop only moves bytes.
+Frontends call `PolicyService.handle(client_key, decode)` with a function that turns what they read
+into a typed request; everything from decoding to the reply happens under one `try`, and any
+exception becomes an error reply through `errors.log_failure` (the only place that words them).
+Decoding runs on a small thread pool, images whose decode is heavy on a one-thread lane of their own
+(so they cannot hold up other clients' frames), inference on the library's worker thread: the event
+loop only moves bytes.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .config import ServerSettings
-from .images import EncodedFrame, ImageError, apply_resize_mode, array_to_rgb, decode_frame, pil_to_rgb
+from .errors import log_failure
+from .images import EncodedFrame, PendingDecode, apply_resize_mode, frame_to_rgb, is_encoded, prepare_frame
 from .protocol import (
     ErrorResult,
     InfoRequest,
@@ -25,32 +29,18 @@ from .protocol import (
     PredictRequest,
     PredictResult,
     Request,
-    RequestError,
     ResetRequest,
     ResetResult,
     Response,
 )
-from .safe_pickle import PickledImage
 from .sessions import SessionRegistry
 
+__all__ = ["PolicyService", "frame_to_rgb"]
 log = logging.getLogger("nitrogen_server.service")
 PRED_KEYS = ("j_left", "j_right", "buttons")
 RAW_256 = 256 * 256 * 3
-
-
-def frame_to_rgb(image: Any, max_side: int) -> np.ndarray:
-    """Any frame a frontend hands over -> H x W x 3 uint8 RGB, or ImageError saying what is expected."""
-    if isinstance(image, EncodedFrame):
-        return decode_frame(image, max_side)
-    if isinstance(image, np.ndarray):
-        return array_to_rgb(image, max_side)
-    if isinstance(image, PickledImage):
-        return pil_to_rgb(image.to_pil(max_side), max_side)
-    if isinstance(image, Image.Image):
-        return pil_to_rgb(image, max_side)
-    raise ImageError(
-        f"'image' is a {type(image).__name__}; expected a numpy uint8 H x W x 3 array or a PIL image"
-    )
+KINDS = {PredictRequest: "predict", ResetRequest: "reset", InfoRequest: "info"}
+Decoder = Callable[[], Request]
 
 
 class PolicyService:
@@ -60,6 +50,8 @@ class PolicyService:
         self.engine = engine
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nitrogen-decode")
+        # heavy image decodes (images.LIGHT_WORK) wait for this one thread, in arrival order
+        self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nitrogen-decode-heavy")
         self.sessions = SessionRegistry(self._new_session, settings.session_idle_s, settings.max_sessions)
         self._default_info = self._new_session().info()  # also validates --cfg/--ctx/--game at startup
         self._endpoints: dict[type, Callable[[str, Any], Awaitable[Response]]] = {
@@ -67,9 +59,6 @@ class PolicyService:
             ResetRequest: self.reset,
             InfoRequest: self.info,
         }
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         # called as on_request(client_key, kind, response, seconds) after every request (server/metrics.py)
         self.on_request: Callable[[str, str, Response, float], None] | None = None
         # with --record, app.py sets this: it queues each predict for writing after the reply (server/recorder.py)
@@ -94,33 +83,27 @@ class PolicyService:
         """A request naming a session shares it across connections; otherwise the client's own."""
         return f"named:{request.session}" if request.session else client_key
 
-    async def handle(self, client_key: str, request: Request) -> Response:
-        """Run one request; every failure becomes an ErrorResult (never an exception)."""
-        key = self.session_key(client_key, request)
-        kind = type(request).__name__.removesuffix("Request").lower()
-        self._inflight += 1
-        self._idle.clear()
+    async def handle(self, client_key: str, decode: Decoder | Request, in_pool: bool = False) -> Response:
+        """Decode (in the pool if `in_pool`) and run one request; every failure, from a malformed
+        message to an inference error, becomes an ErrorResult: this never raises."""
+        key, kind, request = client_key, "request", None
         start = time.perf_counter()
-        log.debug("%s %s started", key, kind)
         try:
+            if not callable(decode):
+                request = decode
+            elif in_pool:
+                request = await asyncio.get_running_loop().run_in_executor(self._pool, decode)
+            else:
+                request = decode()
+            key, kind = self.session_key(client_key, request), KINDS[type(request)]
+            log.debug("%s %s started", key, kind)
             response = await self._endpoints[type(request)](key, request)
-        except (RequestError, ImageError) as exc:
-            response = ErrorResult(str(exc))
-        except ValueError as exc:  # the library's "bad argument / bad image" errors
-            response = ErrorResult(f"{kind} refused: {exc}")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # inference errors (e.g. out of memory) must not kill the server
-            log.exception("%s %s failed", key, kind)
-            response = ErrorResult(f"{kind} failed: {type(exc).__name__}: {exc}")
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+        except Exception as exc:  # noqa: BLE001 - every request gets a reply; log_failure sorts out whose fault
+            response = ErrorResult(log_failure(log, key, kind, exc))
         ms = (time.perf_counter() - start) * 1000
-        if isinstance(response, ErrorResult):
-            log.warning("%s %s -> error (%.1f ms): %s", key, kind, ms, response.message)
-        else:
+        if not isinstance(response, ErrorResult):
             log.debug("%s %s -> ok (%.1f ms)", key, kind, ms)
         if self.on_request is not None:
             self.on_request(client_key, kind, response, ms / 1000)
@@ -133,23 +116,34 @@ class PolicyService:
         """Arrays and the default raw 256x256 payload need no decoding: skip the thread hop (~0.2 ms)."""
         if isinstance(image, np.ndarray):
             return image.nbytes <= RAW_256
-        return isinstance(image, EncodedFrame) and len(image.data) == RAW_256 and image.data[:2] != b"BM"
+        return isinstance(image, EncodedFrame) and len(image.data) == RAW_256 and not is_encoded(image.data)
 
-    def _prepare_and_submit(self, session: Any, request: PredictRequest) -> Future:
-        rgb = frame_to_rgb(request.image, self.settings.max_image_side)
-        rgb = np.ascontiguousarray(apply_resize_mode(rgb, request.resize_mode))
-        return session.submit(rgb, seed=request.seed)
+    def _prepare_and_submit(self, session: Any, request: PredictRequest) -> Future | PendingDecode:
+        """Frame -> RGB -> square -> session.submit; a heavy image comes back undecoded instead."""
+        prepared = prepare_frame(request.image, self.settings.max_image_side)
+        if isinstance(prepared, PendingDecode):
+            return prepared
+        return self._submit(session, prepared, request)
+
+    def _decode_and_submit(self, session: Any, pending: PendingDecode, request: PredictRequest) -> Future:
+        return self._submit(session, pending.decode(), request)
+
+    @staticmethod
+    def _submit(session: Any, rgb: np.ndarray, request: PredictRequest) -> Future:
+        return session.submit(np.ascontiguousarray(apply_resize_mode(rgb, request.resize_mode)), seed=request.seed)
 
     async def predict(self, key: str, request: PredictRequest) -> Response:
         entry = self.sessions.get_or_create(key)
+        loop = asyncio.get_running_loop()
         async with entry.lock:
             entry = self.sessions.get(key) or entry  # a reset may have replaced it while we waited
             entry.touch()
             if self._cheap_to_prepare(request.image):
                 fut = self._prepare_and_submit(entry.session, request)
             else:
-                loop = asyncio.get_running_loop()
                 fut = await loop.run_in_executor(self._pool, self._prepare_and_submit, entry.session, request)
+            if isinstance(fut, PendingDecode):
+                fut = await loop.run_in_executor(self._heavy, self._decode_and_submit, entry.session, fut, request)
             pred = await asyncio.wrap_future(fut)
             entry.touch()
         out = {}
@@ -158,7 +152,7 @@ class PolicyService:
             if not np.isfinite(arr).all():
                 return ErrorResult(f"the model produced non-finite values in {name}; try reset")
             out[name] = arr
-        return PredictResult(out, entry.repeat)
+        return PredictResult(out)
 
     async def reset(self, key: str, request: ResetRequest) -> Response:
         entry = self.sessions.get(key)
@@ -182,16 +176,9 @@ class PolicyService:
         return InfoResult(entry.session.info())
 
     def client_closed(self, client_key: str) -> None:
-        """A TCP connection ended: its own session goes with it (named sessions stay until idle)."""
+        """A connection ended: its own session goes with it (named sessions stay until idle)."""
         self.sessions.drop(client_key)
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no request is running; False if some still were after `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._heavy.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,6 @@ class SessionEntry:
 
     key: str
     session: Any
-    repeat: int
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -29,7 +28,7 @@ class SessionEntry:
 
 
 class SessionRegistry:
-    """Maps client keys (a ZeroMQ peer, a TCP connection, or a client-chosen name) to sessions.
+    """Maps client keys (a ZeroMQ connection, a TCP connection, or a client-chosen name) to sessions.
 
     Only used from the event loop thread, so it needs no locking of its own.
     """
@@ -51,7 +50,7 @@ class SessionRegistry:
         if key not in self._entries and len(self._entries) >= self._max:
             self._evict_one(key)
         session = self._factory(**overrides)
-        entry = SessionEntry(key, session, int(session.info().get("action_downsample_ratio", 1)))
+        entry = SessionEntry(key, session)
         old = self._entries.get(key)
         if old is not None:
             entry.lock = old.lock  # a request waiting on the old lock keeps its place in line

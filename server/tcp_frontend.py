@@ -1,24 +1,27 @@
 """Port 5556: newline-JSON header + binary payload (NitroGen-Server fork compatible), on asyncio streams.
 
-Framing only: a header line, then the payload its `len` (or the raw-frame / BMP rule) says follows.
-Requests on one connection are read ahead (pipelining) and answered strictly in order; the fields
-inside are checked by protocol.parse_request, the work done by PolicyService.
+Framing only: a header line (parsed and bounded by header.parse_header), then the payload its `len`
+(or the raw-frame / BMP rule) says follows. Requests on one connection are read ahead (pipelining) and
+answered strictly in order; the fields inside are checked by protocol.parse_request, inside
+PolicyService.handle, which answers every request. A framing error is answered with an error line,
+then the connection is closed; whatever goes wrong, the connection's tasks end and its socket closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-import json
 import logging
 import sys
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from .config import ServerSettings
-from .images import BMP_PROBE_BYTES, RAW_FRAME_BYTES, RAW_SIDE, EncodedFrame, bmp_total_size
+from .header import FramingError, line_too_long, parse_header
+from .images import BMP_PROBE_BYTES, RAW_FRAME_BYTES, RAW_SIDE, EncodedFrame, ImageError, bmp_total_size
 from .jsonfmt import encode_reply, error_line
-from .protocol import ErrorResult, RequestError, optional_int, parse_request
+from .protocol import Request, RequestError, optional_int, parse_request
 from .service import PolicyService
 
 log = logging.getLogger("nitrogen_server.tcp")
@@ -36,8 +39,16 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, seconds)
 
 
-class FramingError(Exception):
-    """The stream can no longer be split into requests: answer with an error line, then close."""
+def tcp_request(fields: dict[str, Any], payload: bytes | None, has_len: bool, max_side: int) -> Request:
+    """A header's fields + the payload that followed -> typed request (RequestError says what is wrong)."""
+    image = None
+    if fields.get("type") == "predict" and payload is not None:
+        width = optional_int(fields, "width", 1, max_side)
+        height = optional_int(fields, "height", 1, max_side)
+        if not has_len and width is None and height is None:
+            width = height = RAW_SIDE  # no len, not a BMP: raw 256x256 by definition
+        image = EncodedFrame(payload, width, height)
+    return parse_request(fields, image=image, default_resize="stretch")
 
 
 class _Connection:
@@ -76,11 +87,7 @@ class _Connection:
                     await self._send(error_line(str(item)))
                     await self._linger()
                     break
-                if isinstance(item, ErrorResult):
-                    log.warning("%s bad request: %s", self.key, item.message)
-                    response = item
-                else:
-                    response = await self.frontend.service.handle(self.key, item)
+                response = await self.frontend.service.handle(self.key, item)
                 await self._send(encode_reply(response))
                 answered += 1
                 self.slots.release()
@@ -162,6 +169,10 @@ class _Connection:
                     return
                 except ConnectionError:
                     break
+                except Exception:  # a bug here must cost this connection, never leave it hanging
+                    log.exception("%s could not read a request", self.key)
+                    self.queue.put_nowait(FramingError("the server failed to read this request; closing"))
+                    return
                 if item is None:
                     self.slots.release()  # a blank line: nothing to answer
                 else:
@@ -169,52 +180,32 @@ class _Connection:
                     self.queue.put_nowait((item, self._payload_bytes))
         except asyncio.CancelledError:
             pass
-        self.queue.put_nowait(_EOF)
+        finally:
+            self.queue.put_nowait(_EOF)  # the processor always learns that reading is over
 
     async def _read_request(self, first: bytes) -> Any:
-        """Read one header + payload; returns a typed request, an ErrorResult, or None for a blank line."""
-        limit = self.settings.max_header_bytes
+        """Read one header + payload; returns the request's decoder, or None for a blank line."""
         line = first
         if first != b"\n":
             try:
                 line += await _within(self.settings.read_timeout_s, self.reader.readuntil(b"\n"))
             except asyncio.LimitOverrunError:
-                raise FramingError(f"header line is longer than {limit} bytes; expected one JSON object "
-                                   "per line, ending in \\n") from None
-        text = line.strip()
-        if not text:
+                raise line_too_long(self.settings.max_header_bytes) from None
+        fields = parse_header(line, self.settings.max_header_bytes)
+        if fields is None:
             return None
-        try:
-            fields = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FramingError(f"header is not valid JSON ({exc}); expected one JSON object per line, "
-                               'like {"type":"predict"}') from None
-        if not isinstance(fields, dict):
-            raise FramingError(f"header is a JSON {type(fields).__name__}; expected a JSON object like "
-                               '{"type":"info"}')
         try:
             length = optional_int(fields, "len", 0, self.settings.max_payload_bytes)
         except RequestError as exc:
             raise FramingError(str(exc)) from None
-        kind = fields.get("type")
         if length is not None:
             payload = await self._read_exactly(length)
-        elif kind == "predict":
+        elif fields.get("type") == "predict":
             payload = await self._read_default_frame()
         else:
             payload = None
         self._payload_bytes = len(payload) if payload is not None else 0
-        try:
-            image = None
-            if kind == "predict" and payload is not None:
-                width = optional_int(fields, "width", 1, self.settings.max_image_side)
-                height = optional_int(fields, "height", 1, self.settings.max_image_side)
-                if length is None and width is None and height is None:
-                    width = height = RAW_SIDE  # no len, not a BMP: raw 256x256 by definition
-                image = EncodedFrame(payload, width, height)
-            return parse_request(fields, image=image, default_resize="pad")
-        except RequestError as exc:
-            return ErrorResult(str(exc))
+        return functools.partial(tcp_request, fields, payload, length is not None, self.settings.max_image_side)
 
     async def _read_exactly(self, n: int) -> bytes:
         """Read n bytes; the read timeout applies to each wait for more data, not to the whole payload."""
@@ -230,7 +221,10 @@ class _Connection:
     async def _read_default_frame(self) -> bytes:
         """predict without len: a BMP sized by its own header, else 196,608 bytes of raw RGB."""
         probe = await self._read_exactly(BMP_PROBE_BYTES)
-        size = bmp_total_size(probe)
+        try:
+            size = bmp_total_size(probe)
+        except ImageError as exc:
+            raise FramingError(str(exc)) from None
         if size is None:
             return probe + await self._read_exactly(RAW_FRAME_BYTES - BMP_PROBE_BYTES)
         if size > self.settings.max_payload_bytes:

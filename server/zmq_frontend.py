@@ -1,13 +1,22 @@
 """Port 5555: ZeroMQ ROUTER + pickled dicts, wire-compatible with the original NitroGen ModelClient.
 
-A ROUTER socket sees each REQ peer under its own identity, so every peer is its own session and many
-are served at once. Requests are unpickled with the allowlist in safe_pickle; replies are pickled dicts.
+A session belongs to the ZeroMQ *connection* that created it, never to a routing id: routing ids
+are chosen by the peer (ZMQ_ROUTING_ID) or handed out by libzmq in a predictable order, so a peer
+could claim the id of one that left. Each accepted TCP connection gets a serial number from the
+socket monitor's ACCEPTED event; every message carries the descriptor it arrived on (ZMQ_SRCFD), and
+the session key is `zmq:<serial>:<routing ids>`. When the monitor reports the connection
+DISCONNECTED, its sessions end, and a reply still being computed for it is dropped rather than sent
+to whoever holds that routing id next. (ZMQ_ROUTER_NOTIFY would say the same in-band, but it is a
+draft API that pyzmq's bundled libzmq does not enable.)
+
+Requests are unpickled by safe_pickle; replies are pickled dicts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 import pickle
 from typing import Any
@@ -15,14 +24,16 @@ from typing import Any
 import numpy as np
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from .protocol import ErrorResult, RequestError, Response, parse_request, request_type, to_wire_dict
-from .safe_pickle import UnsafePickleError, safe_loads
+from .protocol import ErrorResult, Request, Response, parse_request, request_type, to_wire_dict
+from .safe_pickle import safe_loads
 from .service import PolicyService
 
 log = logging.getLogger("nitrogen_server.zmq")
 INLINE_DECODE_BYTES = 1 << 20
 REPLY_PROTOCOL = 3  # any Python 3; GLOBAL opcodes (not protocol 4's STACK_GLOBAL), native bytes
+_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
 class _ReplyPickler(pickle.Pickler):
@@ -42,7 +53,7 @@ class _ReplyPickler(pickle.Pickler):
         return NotImplemented
 
 
-def decode_request(body: bytes) -> Any:
+def decode_request(body: bytes) -> Request:
     """Pickled bytes -> typed request; RequestError/UnsafePickleError say what was wrong."""
     fields = safe_loads(body)
     request_type(fields)
@@ -55,6 +66,14 @@ def encode_reply(response: Response) -> bytes:
     return buf.getvalue()
 
 
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """ROUTER message -> (routing frames up to and including the empty delimiter, body frames)."""
+    for i, frame in enumerate(frames):
+        if not frame:
+            return frames[: i + 1], frames[i + 1:]
+    return [*frames[:1], b""], frames[1:]  # a DEALER that sent no delimiter: answer REQ-style anyway
+
+
 class ZmqFrontend:
     """Receives on a ROUTER socket and answers each message from its own task."""
 
@@ -65,6 +84,13 @@ class ZmqFrontend:
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self._sock.setsockopt(zmq.LINGER, 2000)
+        # connection events, read without blocking before each message (see the module docstring)
+        monitor_addr = f"inproc://nitrogen-zmq-monitor-{id(self)}"
+        self._sock.monitor(monitor_addr, _MONITOR_EVENTS)
+        self._monitor = self._ctx.socket(zmq.PAIR)
+        self._monitor.setsockopt(zmq.RCVHWM, 0)  # never drop an event (libzmq would block its I/O thread)
+        self._monitor.connect(monitor_addr)
+        self._monitor_sync = zmq.Socket.shadow(self._monitor.underlying)
         bind_host = "*" if host in ("0.0.0.0", "", "*") else host
         if port == 0:
             self.port = self._sock.bind_to_random_port(f"tcp://{bind_host}")
@@ -72,20 +98,65 @@ class ZmqFrontend:
             self._sock.bind(f"tcp://{bind_host}:{port}")
             self.port = port
         self.host = host
+        self._serials: dict[int, int] = {}  # descriptor -> serial of the connection now on it
+        self._sessions: dict[int, set[str]] = {}  # serial -> session keys it created
+        self._next_serial = itertools.count(1)
         # requests being unpickled or served at once; beyond this, messages wait in ZeroMQ's queue
         self._inflight = asyncio.Semaphore(max_inflight)
         self._recv_task: asyncio.Task | None = None
+        self._monitor_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
-        self._recv_task = asyncio.get_running_loop().create_task(self._recv_loop(), name="zmq-recv")
+        loop = asyncio.get_running_loop()
+        self._recv_task = loop.create_task(self._recv_loop(), name="zmq-recv")
+        self._monitor_task = loop.create_task(self._watch_monitor(), name="zmq-monitor")
         log.info("listening zmq on tcp://%s:%d", self.host, self.port)
+
+    # ---- connections ----------------------------------------------------------------------------------
+
+    def _drain_monitor(self) -> None:
+        """Apply every connection event libzmq has reported so far (never blocks)."""
+        while True:
+            try:
+                event = parse_monitor_message(self._monitor_sync.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:  # the context is closing
+                log.debug("zmq monitor: %s", exc)
+                return
+            fd = int(event["value"])
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._serials[fd] = next(self._next_serial)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connection_closed(self._serials.pop(fd, None))
+
+    def _connection_closed(self, serial: int | None) -> None:
+        for key in self._sessions.pop(serial, ()) if serial is not None else ():
+            self.service.client_closed(key)
+
+    async def _watch_monitor(self) -> None:
+        """End sessions promptly when a connection closes, even if no message follows."""
+        while True:
+            try:
+                await self._monitor.poll()
+            except zmq.ZMQError:
+                return
+            self._drain_monitor()
+
+    def _serial_of(self, fd: int) -> int:
+        serial = self._serials.get(fd)
+        if serial is None:  # a message before its ACCEPTED event: cannot happen, but never share
+            serial = self._serials[fd] = next(self._next_serial)
+        return serial
+
+    # ---- requests -------------------------------------------------------------------------------------
 
     async def _recv_loop(self) -> None:
         while True:
             await self._inflight.acquire()
             try:
-                frames = await self._sock.recv_multipart(copy=True)
+                frames = await self._sock.recv_multipart(copy=False)
             except asyncio.CancelledError:
                 self._inflight.release()
                 raise
@@ -94,10 +165,13 @@ class ZmqFrontend:
                 log.warning("zmq receive failed: %s", exc)
                 await asyncio.sleep(0.01)
                 continue
-            if len(frames) < 2:
-                self._inflight.release()
-                continue  # not a routed message: nothing to answer to
-            task = asyncio.get_running_loop().create_task(self._answer(frames[:-1], frames[-1]))
+            self._drain_monitor()
+            fd = frames[-1].get(zmq.SRCFD)
+            serial = self._serial_of(fd)
+            envelope, body = split_envelope([f.bytes for f in frames])
+            key = f"zmq:{serial}:{'.'.join(f.hex() for f in envelope[:-1])}"
+            self._sessions.setdefault(serial, set()).add(key)
+            task = asyncio.get_running_loop().create_task(self._answer(key, fd, serial, envelope, body))
             self._tasks.add(task)
             task.add_done_callback(self._done)
 
@@ -105,29 +179,28 @@ class ZmqFrontend:
         self._tasks.discard(task)
         self._inflight.release()
 
-    async def _answer(self, envelope: list[bytes], body: bytes) -> None:
-        client = "zmq:" + envelope[0].hex()
-        loop = asyncio.get_running_loop()
-        try:
-            # a 256x256 frame unpickles in ~15 us: cheaper than two thread hops; big ones go off the loop
-            if len(body) <= INLINE_DECODE_BYTES:
-                request = decode_request(body)
-            else:
-                request = await loop.run_in_executor(None, decode_request, body)
-        except (UnsafePickleError, RequestError) as exc:
-            log.warning("%s bad request (%d bytes): %s", client, len(body), exc)
-            response: Response = ErrorResult(str(exc))
+    async def _answer(self, key: str, fd: int, serial: int, envelope: list[bytes], body: list[bytes]) -> None:
+        if len(body) != 1:
+            log.warning("%s bad request: %d frames", key, len(body))
+            response: Response = ErrorResult(f"request has {len(body)} message frames after the envelope; "
+                                             "expected exactly one frame holding a pickled dict")
         else:
-            response = await self.service.handle(client, request)
+            message = body[0]
+            response = await self.service.handle(key, lambda: decode_request(message),
+                                                 in_pool=len(message) > INLINE_DECODE_BYTES)
         try:
             reply = encode_reply(response)
-        except Exception as exc:  # an unpicklable info value, say; still answer
-            log.exception("%s could not pickle the reply", client)
-            reply = encode_reply(ErrorResult(f"could not encode the reply: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - an unpicklable info value, say; still answer
+            log.exception("%s could not pickle the reply", key)
+            reply = encode_reply(ErrorResult(f"could not encode the reply: {type(exc).__name__}"))
+        self._drain_monitor()
+        if self._serials.get(fd) != serial:  # the connection left: its routing id may be someone else's now
+            log.info("%s left before its reply", key)
+            return
         try:
             await self._sock.send_multipart([*envelope, reply])
         except zmq.ZMQError as exc:
-            log.warning("%s reply not sent: %s", client, exc)
+            log.warning("%s reply not sent: %s", key, exc)
 
     async def stop_accepting(self) -> None:
         """Stop taking new requests; requests already received keep running."""
@@ -136,10 +209,15 @@ class ZmqFrontend:
             await asyncio.gather(self._recv_task, return_exceptions=True)
 
     async def finish(self, timeout: float) -> None:
-        """Wait for in-flight answers (up to `timeout`), then close the socket, flushing replies."""
+        """Wait for in-flight answers (up to `timeout`), then close the sockets, flushing replies."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            await asyncio.gather(self._monitor_task, return_exceptions=True)
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=1000)
         self._ctx.term()

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from nitrogen.frames import FrameError
 from nitrogen_server.cli import settings_from_args
 from nitrogen_server.images import (
     BMP_PROBE_BYTES,
@@ -73,7 +74,7 @@ def test_bmp_size_from_header():
 
 def test_decompression_bomb_and_corrupt_images_refused():
     bomb = encode(np.zeros((1, MAX + 1, 3), np.uint8), "PNG")
-    with pytest.raises(ImageError, match="limit is 4096x4096"):
+    with pytest.raises(FrameError, match="limit is 4096x4096"):  # the library's one size rule
         decode_frame(EncodedFrame(bomb), MAX)
     png = encode(frame(9, 16, 16), "PNG")
     with pytest.raises(ImageError, match="could not decode"):
@@ -182,7 +183,7 @@ def test_unpickler_refuses_code(tmp_path):
         assert not target.exists()
     huge = Image.new("L", (2, 2))
     state = pickle.dumps(huge).replace(b"K\x02K\x02", b"M\x00\x7fM\x00\x7f")  # claims 32512x32512
-    with pytest.raises(ImageError, match="limit is 4096x4096"):
+    with pytest.raises(FrameError, match="limit is 4096x4096"):
         safe_loads(state).to_pil(MAX)
     for junk in (b"", b"not a pickle", b"\x80\x05\x95"):
         with pytest.raises(UnsafePickleError):

@@ -85,10 +85,11 @@ def test_resize_modes(demo_server, mode):
     assert got == want
 
 
-def test_default_resize_mode_is_pad(demo_server):
+def test_default_resize_mode_is_stretch(demo_server):
+    """What the model saw in training and in the original's serving (the NitroGen-Server fork padded)."""
     png = encode(frame(6, 90, 150), "PNG")
     replies = []
-    for extra in ({}, {"resize_mode": "pad"}, {"resize_mode": "stretch"}):
+    for extra in ({}, {"resize_mode": "stretch"}, {"resize_mode": "pad"}):
         with TcpClient(demo_server.tcp_port) as c:
             replies.append(_pred(c, {"type": "predict", "len": len(png), "seed": 4, **extra}, png))
     assert replies[0] == replies[1] and replies[0] != replies[2]

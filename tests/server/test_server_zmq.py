@@ -53,13 +53,13 @@ def test_bad_requests_get_error_replies(demo_server):
     with ModelClient(demo_server.zmq_port) as c:
         cases = [
             ({"type": "fly"}, "'type' is 'fly'"),
-            ({"image": frame(1)}, "'type' is None"),
+            ({"image": frame(1)}, "request has no 'type'"),
             ({"type": "predict"}, "no 'image'"),
-            ({"type": "predict", "image": np.zeros((8, 8), np.uint8)}, "expected H x W x 3"),
-            ({"type": "predict", "image": np.zeros((8, 8, 3), np.float32)}, "dtype float32"),
+            ({"type": "predict", "image": np.zeros((8, 8), np.uint8)}, "shape (8, 8) (rank 2)"),
+            ({"type": "predict", "image": np.zeros((8, 8, 3), np.float32)}, "dtype is float32"),
             ({"type": "predict", "image": np.zeros((0, 8, 3), np.uint8)}, "at least 1x1"),
             ({"type": "predict", "image": np.zeros((4097, 1, 3), np.uint8)}, "limit is 4096x4096"),
-            ({"type": "predict", "image": "pixels"}, "'image' is a str"),
+            ({"type": "predict", "image": "pixels"}, "image: got str"),
             ({"type": "predict", "image": frame(1), "seed": "seven"}, "'seed' is 'seven'"),
             ({"type": "reset", "context_length": 10**6}, "'context_length' is 1000000"),
             ({"type": "reset", "game": "tetris"}, "reset refused: game 'tetris' requested"),

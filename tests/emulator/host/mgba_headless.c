@@ -4,8 +4,9 @@
  * frame. Compiled by the tests with the system C compiler (tests/emulator/mgba_host.py).
  *
  * usage: mgba_headless ROM LOG FRAMES PEEK_ADDR PEEK_LEN SCRIPT...
- * LOG gets one JSON object a line: {"frame","keys","peek"} after each frame (keys = what the scripts
- * set; peek = PEEK_LEN bytes of the bus from PEEK_ADDR), {"log"} for console:log/warn/error,
+ * LOG gets one JSON object a line: {"frame","keys","peek"} after each frame (keys = the keys the frame
+ * ran with, as the scripts set them before it; peek = PEEK_LEN bytes of the bus from PEEK_ADDR after
+ * it), {"log"} for console:log/warn/error,
  * {"buffer","text"} when a console:createBuffer() text changed, {"end"} at exit.
  * Two Lua globals steer the host (our test shim's, unknown to mGBA): HOST_EXIT (true: stop) and
  * HOST_PAUSED (true: run no frames, trigger the "host_paused" callback every millisecond instead). */
@@ -153,8 +154,9 @@ int main(int argc, char** argv) {
 			usleep(1000);
 			continue;
 		}
+		unsigned keys = core->getKeys(core); /* what the scripts set for this frame */
 		core->runFrame(core);
-		fprintf(out, "{\"frame\":%u,\"keys\":%u,\"peek\":[", frame, core->getKeys(core));
+		fprintf(out, "{\"frame\":%u,\"keys\":%u,\"peek\":[", frame, keys);
 		for (unsigned i = 0; i < peek_len; ++i) fprintf(out, "%s%u", i ? "," : "", core->busRead8(core, peek + i));
 		fputs("]}\n", out);
 		++frame;

@@ -1,0 +1,66 @@
+"""A TCP relay on 127.0.0.1 between an emulator script and the real server: it forwards every byte
+unchanged and records each predict request (header + the frame's bytes) and each reply line, so a test
+can see what the server received and what it answered."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+
+class Relay:
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[tuple[dict, bytes]] = []
+        self.replies: list[dict] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, server, self._requests), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, self._replies), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, parse) -> None:
+        data = b""
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+                data = parse(data + chunk)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _requests(self, data: bytes) -> bytes:
+        while b"\n" in data:
+            line, rest = data.split(b"\n", 1)
+            header = json.loads(line)
+            size = int(header.get("len", 0))
+            if len(rest) < size:
+                return data
+            self.requests.append((header, rest[:size]))
+            data = rest[size:]
+        return data
+
+    def _replies(self, data: bytes) -> bytes:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            self.replies.append(json.loads(line))
+        return data
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()

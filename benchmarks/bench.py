@@ -34,9 +34,9 @@ from nitrogen_server.config import ServerSettings
 
 from benchmarks.load_client import FRAME, connect
 from benchmarks.shapes import build_ng_shaped_model
-from nitrogen import EngineOptions, InferenceEngine
+from nitrogen import EngineOptions, EnginePool, InferenceEngine, InferenceSession
 from nitrogen.demo import build_demo_model
-from nitrogen.engine import Frame, Job
+from nitrogen.jobs import Frame, Job
 
 log = logging.getLogger("bench")
 
@@ -77,17 +77,45 @@ def timed(fn: Callable[[], Any], n: int, warmup: int = 1) -> list[float]:
 
 def naive_predict(engine: InferenceEngine) -> None:
     """The original's schedule: vision once, but mixer + K/V + velocity at every one of the N steps."""
-    fwd = engine.forward
-    job = Job([Frame(FRAME)], engine.make_noise(seed=0), 1.0, 0)
+    fwd, n = engine.forward, engine.default_steps
+    job = Job([Frame(FRAME)], engine.make_noise(seed=0), 1.0, 0, n)
     with torch.inference_mode():
         fwd.encode_missing_frames([job])
         vl = fwd._vl_row(job.frames, 0)[None]
         x = job.noise[None].to(engine.device)
-        for step in fwd.steps:
-            kv = engine.model.condition(vl)
-            x = x + (1.0 / len(fwd.steps)) * engine.model.velocity(x.to(engine.dtype), step, kv).float()
+        with fwd.autocast():
+            for step in fwd.step_constants(n):
+                kv = engine.model.condition(vl)
+                x = x + (1.0 / n) * engine.model.velocity(x, step, kv).float()
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def precision_and_steps(build: Callable[[], Any], device: str, iters: int, steps: list[int]) -> dict[str, Any]:
+    """p50 per dtype (and the bf16 actions' distance from float32's), then per denoising step count."""
+    out: dict[str, Any] = {}
+    reference = None
+    for dtype in ("float32", "bfloat16"):
+        engine = InferenceEngine(build, ckpt_path="ng-shaped-random", device=device,
+                                 options=EngineOptions(dtype=dtype))
+        session = InferenceSession(engine)
+        x1 = session.predict_raw(FRAME, seed=0)
+        entry = percentiles(timed(lambda s=session: s.predict(FRAME, seed=0), iters))
+        if reference is None:
+            reference = x1
+        else:
+            entry["max_abs_dx_vs_float32"] = float(abs(x1 - reference).max())
+            entry["buttons_agree_vs_float32"] = float(((x1[:, :21] > 0.5) == (reference[:, :21] > 0.5)).mean())
+        out[dtype] = entry
+        if dtype == "float32":
+            out["steps"] = {}
+            for n in steps:
+                fast = InferenceSession(engine, steps=n)
+                entry_n = percentiles(timed(lambda s=fast: s.predict(FRAME, seed=0), iters))
+                entry_n["max_abs_dx_vs_checkpoint_steps"] = float(abs(fast.predict_raw(FRAME, seed=0) - x1).max())
+                out["steps"][str(n)] = entry_n
+        engine.close()
+    return out
 
 
 def _env() -> dict[str, str]:
@@ -110,7 +138,7 @@ def load(kind: str, port: int, clients: int, rounds: int, warmup: int = 0) -> tu
 def end_to_end(engine: InferenceEngine, n: int) -> dict[str, Any]:
     """One client per port, sequential predicts: the agent's reaction time."""
     settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_wait_ms=engine.options.max_wait_ms)
-    with ServerThread(settings, engine) as srv:
+    with ServerThread(settings, EnginePool([engine])) as srv:
         ports = {"zmq": srv.zmq_port, "tcp_raw": srv.tcp_port, "tcp_png": srv.tcp_port}
         return {kind: percentiles(load(kind, port, 1, n, warmup=1)[0]) for kind, port in ports.items()}
 
@@ -119,7 +147,7 @@ def concurrency(engine: InferenceEngine, clients: int, rounds: int) -> dict[str,
     """``clients`` TCP connections (= sessions) each sending ``rounds`` predicts back to back."""
     settings = ServerSettings(host="127.0.0.1", zmq_port=0, tcp_port=0, max_batch=engine.options.max_batch,
                               max_wait_ms=engine.options.max_wait_ms)
-    with ServerThread(settings, engine) as srv:
+    with ServerThread(settings, EnginePool([engine])) as srv:
         lat, wall = load("tcp_raw", srv.tcp_port, clients, rounds)
     return {"clients": clients, "predicts_per_s": round(clients * rounds / wall, 2), **percentiles(lat)}
 
@@ -166,7 +194,7 @@ def protocol_overhead(n: int, device: str) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     engine = InferenceEngine.from_checkpoint("demo", device=device, options=EngineOptions(max_wait_ms=0))
-    session = engine.new_session()
+    session = InferenceSession(engine)
     zp, tp, fzp, ftp = _free_ports(4)
     server = ["-m", "nitrogen_server", "--checkpoint", "demo", "--device", device, "--max-wait-ms", "0",
               "--host", "127.0.0.1", "--zmq-port", str(zp), "--tcp-port", str(tp), "--log-level", "warning"]
@@ -241,6 +269,10 @@ def main() -> None:
     ap.add_argument("--model", choices=["ng", "demo"], default="ng",
                     help="ng: random weights in the released shape; demo: the toy model (smoke-tests this script)")
     ap.add_argument("--compare-flags", action="store_true", help="also time each fast-path flag turned off")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="precision of the main measurements (default: the server's: bf16 on CUDA)")
+    ap.add_argument("--steps", default="16,8,4",
+                    help="denoising step counts to time (each at most the checkpoint's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -260,11 +292,11 @@ def main() -> None:
     log.info("building the ng.pt-shaped model...")
     build = build_ng_shaped_model if args.model == "ng" else build_demo_model
     engine = InferenceEngine(build, ckpt_path=f"{args.model}-shaped-random", device=args.device,
-                             options=EngineOptions())
+                             options=EngineOptions(dtype=args.dtype))
     m = engine.config.model_cfg
-    results["model"] = {"kind": args.model, "parameters": engine.num_parameters,
+    results["model"] = {"kind": args.model, "parameters": engine.num_parameters, "dtype": engine.dtype_name,
                         "steps": m.num_inference_timesteps, "horizon": m.action_horizon}
-    session = engine.new_session()
+    session = InferenceSession(engine)
     results["single"] = {"optimised": percentiles(timed(lambda: session.predict(FRAME), iters))}
     log.info("end to end over both ports...")
     results["end_to_end"] = end_to_end(engine, iters)
@@ -279,13 +311,16 @@ def main() -> None:
         results["single"]["speedup_vs_naive"] = round(
             results["single"]["naive"]["p50_ms"] / results["single"]["optimised"]["p50_ms"], 2)
     engine.close()
+    log.info("precision and step count...")
+    steps = [n for n in (int(v) for v in args.steps.split(",")) if n <= m.num_inference_timesteps]
+    results["precision_and_steps"] = precision_and_steps(build, args.device, iters, steps)
     if args.compare_flags and gpu:
         results["ablation"] = {}
-        for flag in ("cuda_graphs", "bf16", "gpu_preprocess"):
+        for flag, off in (("cuda_graphs", False), ("dtype", "float32"), ("gpu_preprocess", False)):
             e = InferenceEngine(build, ckpt_path="ng-shaped-random", device=args.device,
-                                options=EngineOptions(**{flag: False}))
-            s = e.new_session()
-            results["ablation"][f"{flag}=off"] = percentiles(timed(functools.partial(s.predict, FRAME), iters))
+                                options=EngineOptions(**{flag: off}))
+            s = InferenceSession(e)
+            results["ablation"][f"{flag}={off}"] = percentiles(timed(functools.partial(s.predict, FRAME), iters))
             e.close()
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from nitrogen_server.jsonfmt import encode_reply as encode_json_reply
 from nitrogen_server.protocol import PredictResult
 from nitrogen_server.zmq_frontend import encode_reply as encode_pickle_reply
 
-from nitrogen import EngineOptions, InferenceEngine
+from nitrogen import EngineOptions, InferenceEngine, InferenceSession
 
 log = logging.getLogger("bench.floor")
 
@@ -31,7 +31,7 @@ log = logging.getLogger("bench.floor")
 def serve_zmq(engine: InferenceEngine, port: int) -> None:
     sock = zmq.Context.instance().socket(zmq.ROUTER)
     sock.bind(f"tcp://127.0.0.1:{port}")
-    session = engine.new_session()
+    session = InferenceSession(engine)
     while True:
         *envelope, body = sock.recv_multipart()
         request = pickle.loads(body)
@@ -43,7 +43,7 @@ def serve_tcp(engine: InferenceEngine, listener: socket.socket) -> None:
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = engine.new_session()
+        session = InferenceSession(engine)
         with conn, conn.makefile("rb") as stream:
             while header := stream.readline():
                 fields = json.loads(header)

@@ -176,7 +176,7 @@ def environment(device: torch.device) -> list[Row]:
             import subprocess
 
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
+                                    check=False, capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
         except (OSError, subprocess.SubprocessError):
             driver = "unknown (nvidia-smi not found)"
         rows += [Row("GPU", None, f"{props.name}, {props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}"),

@@ -10,10 +10,11 @@ import numpy as np
 import peft
 import pytest
 import torch
-from nitrogen import CheckpointError, EngineOptions, InferenceSession
-from nitrogen.checkpoint import build_model, read_checkpoint
 from nitrogen_server.app import ServerThread
 from server_testkit import ModelClient, TcpClient, encode, server_settings
+
+from nitrogen import CheckpointError, EngineOptions, InferenceSession
+from nitrogen.checkpoint import build_model, read_checkpoint
 
 TARGETS = ["to_q", "to_v", "q_proj", "fc1", "linear_1", "proj_out_2", "patch_embedding"]
 NO_WARMUP = EngineOptions(warmup=False)

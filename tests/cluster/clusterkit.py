@@ -190,12 +190,16 @@ def haproxy_config(frontends: Mapping[str, tuple[int, str, Sequence[int]]]) -> s
         "    maxconn 512",
         "defaults",
         "    mode tcp",
+        "    log stdout format raw local0",  # one line per connection, kept in HAProxy.lines
+        "    option tcplog",
         "    timeout connect 1s",
         "    timeout client 60s",
         "    timeout server 60s",
         "    retries 3",
         "    option redispatch",  # a connection a dead replica refuses goes to a live one
-        "    default-server inter 200ms fall 1 rise 2 on-marked-down shutdown-sessions",
+        # A dead replica's connections are closed by its kernel; a live but failing one keeps them
+        # (like kube-proxy, which only stops sending new connections to a pod that is not ready).
+        "    default-server inter 200ms fall 1 rise 2",
     ]
     for name, (port, balance, backends) in frontends.items():
         parts += [f"frontend {name}", f"    bind {HOST}:{port}", f"    default_backend {name}_replicas",

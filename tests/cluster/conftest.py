@@ -1,0 +1,38 @@
+"""Fixtures for the cluster tests: the working tree's Python client, the BizHawk script's harness
+(tests/lua/luaharness.py, used as it is), lua5.4 + LuaSocket, and the golden frames as PNG files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# The client under test is the working tree's, and the Lua harness is the Lua tests' own.
+for path in (REPO / "clients" / "python" / "src", REPO / "tests" / "lua"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+@pytest.fixture(scope="session")
+def lua_exe() -> str:
+    exe = shutil.which("lua5.4")
+    assert exe, "lua5.4 not found: install the lua5.4 and lua-socket packages (.ci/setup.sh does)"
+    probe = subprocess.run([exe, "-e", "require('socket')"], capture_output=True, text=True, check=False)
+    assert probe.returncode == 0, f"LuaSocket missing for lua5.4 (apt-get install lua-socket): {probe.stderr}"
+    return exe
+
+
+@pytest.fixture(scope="session")
+def golden_pngs(golden, tmp_path_factory) -> Path:
+    """tiny-a's frames as frame_0.png ... (what the BizHawk screenshot stub hands the script)."""
+    g = golden("tiny-a")
+    folder = tmp_path_factory.mktemp("cluster_golden_frames")
+    for i in range(int(g["n_steps"])):
+        Image.fromarray(g[f"image_{i}"]).save(folder / f"frame_{i}.png")
+    return folder

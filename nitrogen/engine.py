@@ -77,11 +77,14 @@ class InferenceEngine:
     @classmethod
     def from_checkpoint(cls, path_or_demo: str | Path, device: str | torch.device | None = None,
                         options: EngineOptions | None = None, old_layout: bool | None = None,
-                        adapters: Sequence[str | Path] = ()) -> InferenceEngine:
+                        adapters: Sequence[str | Path] = (), dtype: str | None = None) -> InferenceEngine:
         """``"demo"`` builds the tiny in-memory model; anything else is a checkpoint path.
 
-        ``adapters`` are PEFT LoRA directories merged into the weights once, before any fast path.
+        ``adapters`` are PEFT LoRA directories merged into the weights once, before any fast path;
+        ``dtype`` ("float32" or "bfloat16") overrides ``options.dtype``.
         """
+        if dtype is not None:
+            options = (options or EngineOptions()).model_copy(update={"dtype": EngineOptions(dtype=dtype).dtype})
         return cls.from_loaded(load_source(path_or_demo, adapters), device, options, old_layout)
 
     @classmethod

@@ -57,10 +57,8 @@ class InferenceSession:
                         old_layout: bool | None = None, steps: int | None = None,
                         dtype: str | None = None, adapters: tuple[str | Path, ...] = ()) -> InferenceSession:
         """Load a checkpoint (or ``"demo"``) into a private engine and open one session on it."""
-        if dtype is not None:
-            options = (options or EngineOptions()).model_copy(update={"dtype": dtype})
         engine = InferenceEngine.from_checkpoint(path_or_demo, device=device, options=options,
-                                                 old_layout=old_layout, adapters=adapters)
+                                                 old_layout=old_layout, adapters=adapters, dtype=dtype)
         return cls(engine, context_length=context_length, cfg_scale=cfg_scale, game=game, steps=steps)
 
     def _resolve_game(self, game: str | int | None) -> tuple[int, str | None]:

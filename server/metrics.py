@@ -133,15 +133,16 @@ class ServerMetrics:
         self.request_seconds.labels(port, kind).observe(seconds)
         self.observe_server_timing(getattr(response, "server_timing", None))
 
-    def observe_server_timing(self, timing: Mapping[str, float] | None) -> None:
+    def observe_server_timing(self, timing: Any) -> None:
         """The queue/inference split of one predict, when the reply carries `server_timing`
-        (`{"queue_ms", "infer_ms", "total_ms"}`); replies without it leave these histograms alone."""
-        if not timing:
+        (`{"queue_ms", "infer_ms", "total_ms"}`, or the library's Timing with those attributes);
+        replies without it leave these histograms alone."""
+        if timing is None:
             return
-        if "queue_ms" in timing:
-            self.queue_seconds.observe(float(timing["queue_ms"]) / 1000)
-        if "infer_ms" in timing:
-            self.inference_seconds.observe(float(timing["infer_ms"]) / 1000)
+        for key, histogram in (("queue_ms", self.queue_seconds), ("infer_ms", self.inference_seconds)):
+            ms = timing.get(key) if isinstance(timing, Mapping) else getattr(timing, key, None)
+            if ms is not None:
+                histogram.observe(float(ms) / 1000)
 
     def start_http(self, host: str, port: int) -> int:
         """Serve /metrics on host:port (0: any free port) from a daemon thread; returns the port."""

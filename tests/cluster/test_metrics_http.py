@@ -3,6 +3,7 @@ both ports, then /metrics is scraped and every count must match what was sent.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import socket
@@ -14,6 +15,7 @@ import zmq
 from clusterkit import HOST, check_golden, scrape, value
 from nitrogen_server.app import ServerThread
 from nitrogen_server.config import ServerSettings
+from nitrogen_server.protocol import PredictResult
 
 
 def settings(checkpoint: str, **extra: object) -> ServerSettings:
@@ -100,6 +102,10 @@ def test_scrape_counts_what_was_sent(server, golden):
     assert 1 <= value(during, "nitrogen_batch_size_count", engine="0", device="cpu") <= 5
     assert value(during, "nitrogen_batch_duration_seconds_count", engine="0", device="cpu") == \
         value(during, "nitrogen_batch_size_count", engine="0", device="cpu")
+    # the queue/inference split comes from the predict reply's server_timing, once the server sends it
+    split = 5 if "server_timing" in {f.name for f in dataclasses.fields(PredictResult)} else 0
+    assert value(during, "nitrogen_predict_queue_seconds_count") == split
+    assert value(during, "nitrogen_predict_inference_seconds_count") == split
     assert value(during, "nitrogen_sessions_open") == 2, "one TCP connection and one ZeroMQ peer"
     assert value(during, "nitrogen_engine_queue_depth", engine="0", device="cpu") == 0
     assert not [k for k in during if k[0].startswith("nitrogen_device_memory")], "no device memory on CPU"

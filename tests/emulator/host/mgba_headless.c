@@ -8,8 +8,9 @@
  * ran with, as the scripts set them before it; peek = PEEK_LEN bytes of the bus from PEEK_ADDR after
  * it), {"log"} for console:log/warn/error,
  * {"buffer","text"} when a console:createBuffer() text changed, {"end"} at exit.
- * Two Lua globals steer the host (our test shim's, unknown to mGBA): HOST_EXIT (true: stop) and
- * HOST_PAUSED (true: run no frames, trigger the "host_paused" callback every millisecond instead). */
+ * Lua globals steer the host (ours, unknown to mGBA): HOST_EXIT (true: stop), HOST_PAUSED (true: run
+ * no frames, trigger the "host_paused" callback every millisecond instead) and HOST_FPS (a number read
+ * once the scripts are loaded: at most this many frames a second; unset: as fast as possible). */
 #include <mgba/core/core.h>
 #include <mgba/core/scripting.h>
 #include <mgba/gb/core.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static FILE* out;
@@ -92,6 +94,20 @@ static struct mScriptTextBuffer* make_buffer(void* context) {
 
 static void on_frame(void* context) { mScriptContextTriggerCallback(context, "frame"); }
 
+static double lua_number(struct mScriptEngineContext* lua, const char* name) {
+	struct mScriptValue* v = lua->getGlobal(lua, name);
+	double x = !v ? 0 : v->type == mSCRIPT_TYPE_MS_S64 ? (double) v->value.s64
+		: v->type == mSCRIPT_TYPE_MS_F64 ? v->value.f64 : 0;
+	if (v) mScriptValueDeref(v);
+	return x;
+}
+
+static double now(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
 static bool lua_flag(struct mScriptEngineContext* lua, const char* name) {
 	struct mScriptValue* v = lua->getGlobal(lua, name);
 	bool set = v && v->type == mSCRIPT_TYPE_MS_BOOL && v->value.u32;
@@ -147,12 +163,19 @@ int main(int argc, char** argv) {
 		vf->close(vf);
 	}
 	const char* reason = error ? "error" : "frames";
+	double fps = lua_number(lua, "HOST_FPS"), next = now();
 	while (!error && frame < max_frames) {
 		if (lua_flag(lua, "HOST_EXIT")) { reason = "exit"; break; }
 		if (lua_flag(lua, "HOST_PAUSED")) {
 			mScriptContextTriggerCallback(&context, "host_paused");
 			usleep(1000);
 			continue;
+		}
+		if (fps > 0) { /* pace the frames like a frame limiter (mGBA's GUI: 60 a second) */
+			next += 1 / fps;
+			double wait = next - now();
+			if (wait > 0) usleep((useconds_t) (wait * 1e6));
+			else next = now();
 		}
 		unsigned keys = core->getKeys(core); /* what the scripts set for this frame */
 		core->runFrame(core);

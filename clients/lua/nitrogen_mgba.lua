@@ -39,19 +39,19 @@ local function set_status(s, quiet)
 end
 
 -- The console's pad: nitrogen_core's GB / GBA map, names upper-cased into C.GB_KEY / C.GBA_KEY bits.
-local function setup_pad()
-  local gba = emu:platform() == C.PLATFORM.GBA
-  local system = cfg.console or (gba and "GBA" or "GB")
+function M.setup_pad()
+  local system = cfg.console or (emu:platform() == C.PLATFORM.GBA and "GBA" or "GB")
   local map, err = core.map_for(system)
   if not map then error(err, 0) end
-  local keys = gba and C.GBA_KEY or C.GB_KEY
+  local keys = core.SYSTEM_ALIASES[system] == "GB" and C.GB_KEY or C[system .. "_KEY"]
+  if not keys then error(("mGBA has no %s pad; this script plays GB, GBC and GBA games"):format(system), 0) end
   local available = {}
   for short in pairs(map.buttons) do if keys[short:upper()] then available[short] = true end end
   S.rmap, S.keys, S.system = core.resolve_map(map, available), keys, system
   if #S.rmap.missing > 0 then log("this console's pad has no " .. table.concat(S.rmap.missing, ", ")) end
 end
 
-local function mask_of(pad)
+function M.mask_of(pad)
   local mask = 0
   for name, on in pairs(pad) do if on then mask = mask | (1 << S.keys[name:upper()]) end end
   return mask
@@ -118,8 +118,9 @@ local function poll_reply()
       return
     end
     local data, rerr = S.sock:receive(cfg.read_chunk)
-    if not data then
-      return disconnect("receive failed: " .. (rerr == "disconnected" and "server closed the connection" or tostring(rerr)))
+    if not data then -- readable but nothing to read: closed ("disconnected") or reset (an error code)
+      local why = rerr == "disconnected" and "" or (" (" .. tostring(rerr) .. ")")
+      return disconnect("receive failed: server closed the connection" .. why)
     end
     S.buf = S.buf .. data
   end
@@ -139,7 +140,7 @@ local function play()
   end
   local i = S.index
   local pad = core.action_to_pad(S.rmap, S.chunk.buttons[i], S.chunk.j_left[i], S.chunk.j_right[i], cfg)
-  emu:setKeys(mask_of(pad))
+  emu:setKeys(M.mask_of(pad))
   S.held = S.held + 1
   return false
 end
@@ -157,7 +158,7 @@ end
 
 local function on_frame()
   S.frame = S.frame + 1
-  if not S.rmap then setup_pad(); log(("%s, server %s:%d"):format(S.system, cfg.host, cfg.port)) end
+  if not S.rmap then M.setup_pad(); log(("%s, server %s:%d"):format(S.system, cfg.host, cfg.port)) end
   if S.phase == "playing" and play() then
     if cfg.max_steps and S.answered >= cfg.max_steps then return M.stop() end
     S.phase = "capture"

@@ -68,6 +68,10 @@ class HostRun:
         return [r["log"] for r in self.records if r.get("level") == "error"]
 
 
+def check_no_errors(run: HostRun) -> None:
+    assert not run.errors() and not run.end.get("error"), (run.errors(), run.end, run.stderr)
+
+
 def lua_globals(values: dict) -> str:
     """A Lua chunk setting globals from plain Python values (the config script the host loads first)."""
 

@@ -17,10 +17,10 @@ PLAYING = re.compile(r"NitroGen: playing: step (\d+), (\d+) actions x (\d+) fram
 FPS = 600  # ten times a real Game Boy: a reply on its way spans a few frames, not thousands
 
 
-def run_mgba(host, tmp_path, port: int, **config):
+def run_mgba(host, tmp_path, port: int, frames: int = 100000, **config):
     config = {"port": port, "frame_path": str(tmp_path / "shot.png"), **config}
     settings = {"HOST_FPS": FPS, "NITROGEN_CONFIG": config}
-    return host.run([WATCH, MGBA_SCRIPT], settings)
+    return host.run([WATCH, MGBA_SCRIPT], settings, frames=frames)
 
 
 def test_mgba_client_plays_the_rom(host, relay, tmp_path):

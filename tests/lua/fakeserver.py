@@ -11,10 +11,11 @@ import time
 
 class FakeServer:
     """mode "reply": answer each predict with `reply` (a dict, sent as one JSON line);
-    "silent": read requests, never answer; "stall": accept, never read (the client's send fills up)."""
+    "silent": read requests, never answer; "stall": accept, never read (the client's send fills up);
+    "close": read one request, then close the connection."""
 
     def __init__(self, mode: str, reply: dict | None = None):
-        assert mode in ("reply", "silent", "stall"), mode
+        assert mode in ("reply", "silent", "stall", "close"), mode
         self.mode, self.reply = mode, reply
         self.listener = socket.create_server(("127.0.0.1", 0))
         if mode == "stall":  # small buffers so that a client's send blocks soon
@@ -55,6 +56,8 @@ class FakeServer:
                     return
                 data += chunk
                 data = self._requests(conn, data)
+                if self.mode == "close" and self.headers:
+                    return
 
     def _requests(self, conn: socket.socket, data: bytes) -> bytes:
         while b"\n" in data:

@@ -17,6 +17,7 @@ after that replica dies, on one survivor.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -229,6 +230,9 @@ def test_clients_ride_through_a_replica_dying(cluster, golden, golden_dir, golde
                 reference.computed, *(sum(len(c.failures) for c in py if c.name.startswith(k))
                                       for k in ("zmq", "tcp")), lua_failures, back["zmq"], back["tcp"],
                 AFTER_KILL, recovered_s, [round(s, 2) for s in shares], time.monotonic() - started)
+    seen = sorted({re.sub(r"\d+", "N", f) for c in py for f in c.failures}
+                  | {f for p in lua for e in p.episodes for f in e.failures})
+    log.warning("failures as the clients saw them: %s", seen)
 
 
 def diagnose(servers: list[ServerProcess], proxy: HAProxy) -> str:

@@ -143,7 +143,7 @@ def test_server_settings_ports_and_probes_agree(overlay, monkeypatch):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_runs_as_the_images_non_root_user(overlay):
-    uid = re.search(r"^ARG APP_UID=(\d+)$", (REPO / "Dockerfile").read_text(), re.M)
+    uid = re.search(r"^ARG APP_UID=(\d+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
     assert uid, "Dockerfile lost its APP_UID build argument"
     spec = pod_spec(render(overlay))
     security = spec["securityContext"]

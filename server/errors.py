@@ -80,8 +80,8 @@ def abbreviate(text: str, limit: int) -> str:
 
 
 def a_or_an(name: str) -> str:
-    """'a list', 'an int': for messages that name a type."""
-    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+    """'a list', 'an int', 'a UInt8DType': for messages that name a type."""
+    return ("an " if name[:1].lower() in "aeio" else "a ") + name
 
 
 def error_message(exc: BaseException, doing: str) -> tuple[str, bool]:

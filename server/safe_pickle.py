@@ -335,7 +335,7 @@ class _Resolver:
                                             "dict keys must be strings or numbers")
                 out[key] = self.resolve(value, _child(where, key), depth + 1)
         elif kind in (list, tuple):
-            out = kind(self.resolve(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj))
+            out = kind(self.resolve(v, where, depth + 1) for v in obj)
         elif kind in (set, frozenset):
             if not all(isinstance(v, _LEAVES) for v in obj):
                 raise UnsafePickleError(f"{where} is a set holding something other than strings or numbers")
@@ -349,7 +349,13 @@ class _Resolver:
 
 
 def _child(where: str, key: Any) -> str:
-    return f"'{describe(key).strip(chr(39))}'" if where == "request" else f"{where}[{describe(key)}]"
+    """Errors name the request's top-level field ('image'), however deep inside it the problem is."""
+    if where != "request":
+        return where
+    return f"'{key}'" if isinstance(key, str) and len(key) <= 40 else f"field {describe(key)}"
+
+
+_PLAIN_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
 
 
 def safe_loads(data: bytes, limits: PickleLimits | None = None) -> Any:
@@ -364,8 +370,10 @@ def safe_loads(data: bytes, limits: PickleLimits | None = None) -> Any:
     except (pickle.UnpicklingError, EOFError) as exc:
         raise UnsafePickleError(f"message is not a valid pickle ({describe(str(exc))})") from None
     except Exception as exc:  # noqa: BLE001 - e.g. TypeError from an unhashable dict key
-        raise UnsafePickleError(f"pickle builds something the server cannot make ({type(exc).__name__}: "
-                                f"{describe(str(exc))}); {ALLOWED_CONTENT}") from None
+        # the text of ordinary errors helps the client; others (SystemError...) would leak internals
+        detail = f": {describe(str(exc))}" if isinstance(exc, _PLAIN_ERRORS) else ""
+        raise UnsafePickleError(f"pickle builds something the server cannot make ({type(exc).__name__}"
+                                f"{detail}); {ALLOWED_CONTENT}") from None
     return _Resolver(limits).resolve(obj, "request")
 
 

@@ -28,7 +28,7 @@ from .errors import CheckpointError
 from .forward import BatchedForward
 from .jobs import GAME_NONE, Frame, Job, Timing, make_noise
 from .modeling import NitroGenModel, count_parameters
-from .onednn import to_onednn_linears
+from .onednn import bf16_supported, to_onednn_linears
 from .options import EngineOptions
 from .precision import cast_matmul_weights
 from .sources import ModelSourceSpec, load_source
@@ -119,8 +119,9 @@ class InferenceEngine:
             self.model.fuse_projections()
         if self.bf16:
             logger.debug("bf16 matmul weights: %d layers", cast_matmul_weights(self.model))
-        elif self.device.type == "cpu" and self.options.cpu_onednn and torch.backends.mkldnn.is_available():
-            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model))
+        onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
+        if self.device.type == "cpu" and self.options.cpu_onednn and onednn:
+            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model, bf16=self.bf16))
         self.weight_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self.forward = BatchedForward(
             self.model, seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame,

@@ -1,7 +1,9 @@
-"""oneDNN-prepacked linear layers for float32 inference on the CPU.
+"""oneDNN-prepacked linear layers for inference on the CPU, in float32 and in bf16 mode.
 
-MKL's GEMM reaches ~40% of peak on the DiT's 18-row inputs; oneDNN about twice that. Results differ
-from MKL only in float32 rounding order (2e-7 on the golden vectors).
+float32: MKL's GEMM reaches ~40% of peak on the DiT's 18-row inputs; oneDNN about twice that. Results
+differ from MKL only in float32 rounding order (2e-7 on the golden vectors).
+bf16 mode: autocast's ``linear`` re-lays out the bf16 weight on every call (~2x slower than a weight
+prepacked once for oneDNN's bf16 kernels); the prepacked GEMM gives the same bits as autocast's.
 """
 
 from __future__ import annotations
@@ -27,15 +29,47 @@ class OneDNNLinear(torch.nn.Module):
         return torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight, self.bias).to_dense()
 
 
-def to_onednn_linears(model: torch.nn.Module) -> int:
-    """Swap float32 ``nn.Linear`` layers for :class:`OneDNNLinear` in place; returns how many."""
+class OneDNNLinearBF16(torch.nn.Module):
+    """A bf16-weight ``nn.Linear`` as autocast runs it (input and bias cast to bf16, bf16 out),
+    with the weight prepacked once for oneDNN."""
+
+    ROWS_HINT = 256  # the vision tower's tokens per frame: the layout is tuned for, not limited to, it
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().to(torch.bfloat16)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.ROWS_HINT)
+        self.register_buffer("weight", packed, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, self.bias, "none", [], "")
+
+
+def bf16_supported() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def to_onednn_linears(model: torch.nn.Module, bf16: bool = False) -> int:
+    """Swap ``nn.Linear`` layers for their oneDNN-prepacked form in place; returns how many.
+
+    In bf16 mode the per-embodiment action layers stay as they are: the original adds their bias in
+    float32 outside the GEMM, which a fused bf16 layer would not.
+    """
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, CategorySpecificLinear) and child.W.shape[0] == 1:
+            if isinstance(child, CategorySpecificLinear) and child.W.shape[0] == 1 and not bf16:
                 child = child.as_linear()
-            if (type(child) is torch.nn.Linear and child.weight.dtype == torch.float32
-                    and child.weight.numel() >= ONEDNN_MIN_WEIGHTS):
+            if type(child) is not torch.nn.Linear or child.weight.numel() < ONEDNN_MIN_WEIGHTS:
+                continue
+            if bf16 and child.weight.dtype == torch.bfloat16:
+                setattr(parent, name, OneDNNLinearBF16(child))
+            elif not bf16 and child.weight.dtype == torch.float32:
                 setattr(parent, name, OneDNNLinear(child))
-                swapped += 1
+            else:
+                continue
+            swapped += 1
     return swapped

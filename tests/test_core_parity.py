@@ -139,18 +139,22 @@ def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
 
 
 @pytest.mark.parametrize("name", ["tiny-a", "tiny-b"])
-def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name):
-    """The golden towers are too small for the oneDNN swap; force it so its numerics are checked."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name, dtype):
+    """The golden towers are too small for the oneDNN swap; force it so its numerics are checked
+    (bf16: the prepacked bf16 GEMM must give autocast's bits, so the original's bf16 vectors)."""
     import nitrogen.onednn
-    from nitrogen.onednn import OneDNNLinear
+    from nitrogen.onednn import OneDNNLinear, OneDNNLinearBF16
 
     monkeypatch.setattr(nitrogen.onednn, "ONEDNN_MIN_WEIGHTS", 0)
     g = golden(name)
-    session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu",
+    want = g if dtype == "float32" else dict(np.load(golden_dir / f"{name}.bf16.npz"))
+    session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu", dtype=dtype,
                                                cfg_scale=float(g["cfg_scale"]),
                                                options=EngineOptions(warmup=False))
-    assert any(isinstance(m, OneDNNLinear) for m in session.engine.model.modules())
+    layer = OneDNNLinear if dtype == "float32" else OneDNNLinearBF16
+    assert sum(isinstance(m, layer) for m in session.engine.model.modules()) > 50
     for i in range(int(g["n_steps"])):
         got = session.predict_raw(g[f"image_{i}"], seed=int(g["seed"]) + i)
-        np.testing.assert_allclose(got, g[f"action_tensor_{i}"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got, want[f"action_tensor_{i}"], atol=1e-4, rtol=0)
     session.engine.close()

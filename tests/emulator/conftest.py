@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lua"))  # luaharness: server, pad spec
 
-from luaharness import ServerProcess  # noqa: E402 - needs the path above
-from mgba_host import Host, build_host  # noqa: E402
-from relay import Relay  # noqa: E402
+from luaharness import ServerProcess
+from mgba_host import Host, build_host
+from relay import Relay
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def host(mgba_exe, tmp_path) -> Host:
     return Host(mgba_exe, tmp_path)
 
 
-@pytest.fixture(scope="module", params=["demo", "golden"])
+@pytest.fixture(scope="session", params=["demo", "golden"])
 def server(request, golden_dir) -> Iterator[ServerProcess]:
     checkpoint = "demo" if request.param == "demo" else str(golden_dir / "tiny-a.pt")
     proc = ServerProcess(checkpoint)

@@ -134,5 +134,7 @@ def read_rom_screen(png: bytes) -> tuple[int, int]:
             value |= (shade < 64) << bit
         return value
 
-    assert image.getpixel((4, 4)) > 192 and image.getpixel((150, 140)) > 192, "the ROM's screen is white around"
+    assert image.getpixel((4, 4)) > 192 and image.getpixel((150, 140)) > 192, (
+        "the ROM's screen is white around"
+    )
     return row(4), row(10)

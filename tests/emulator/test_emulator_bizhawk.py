@@ -3,7 +3,11 @@ the project's Game Boy test ROM against a real server (demo model and golden tin
 
 from __future__ import annotations
 
-from emulator_checks import check_pads_are_the_servers_actions, check_rom_read_every_pad, check_server_saw_the_rom
+from emulator_checks import (
+    check_pads_are_the_servers_actions,
+    check_rom_read_every_pad,
+    check_server_saw_the_rom,
+)
 from mgba_host import BIZHAWK_SCRIPT, SHIM
 
 STEPS = 50

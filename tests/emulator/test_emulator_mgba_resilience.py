@@ -49,8 +49,10 @@ def test_no_server_keeps_the_game_running(host, tmp_path):
     run = run_mgba(host, tmp_path, port, retry_min_frames=10, retry_max_frames=40, frames=300)
     assert run.end["end"] == "frames" and len(run.frames) == 300, (run.stderr, run.errors())
     assert all(f["keys"] == 0 for f in run.frames)
-    assert any(f"NitroGen: server 127.0.0.1:{port} unreachable (connection refused), retrying in" in t
-               for t in texts(run)), texts(run)
+    assert any(
+        f"NitroGen: server 127.0.0.1:{port} unreachable (connection refused), retrying in" in t
+        for t in texts(run)
+    ), texts(run)
     assert sum("unreachable" in line for line in run.logs) == 1, "retries are not logged one by one"
     check_no_errors(run)
 
@@ -110,12 +112,28 @@ def test_gba_pad_uses_mgbas_key_constants(host):
     probe = HERE / "mgba_gba_probe.lua"
     run = host.run(
         [probe],
-        {"NITROGEN_LIBRARY": True, "NITROGEN_CONFIG": {"console": "GBA"}, "PROBE_SCRIPT": str(MGBA_SCRIPT),
-         "PROBE_PATH": str(REPO / "clients" / "lua"), "PROBE_ACTIONS": json.dumps(actions)},
+        {
+            "NITROGEN_LIBRARY": True,
+            "NITROGEN_CONFIG": {"console": "GBA"},
+            "PROBE_SCRIPT": str(MGBA_SCRIPT),
+            "PROBE_PATH": str(REPO / "clients" / "lua"),
+            "PROBE_ACTIONS": json.dumps(actions),
+        },
         frames=1,
     )
     got = json.loads(next(line for line in run.logs if line.startswith("[")))
-    bits = {"A": 0, "B": 1, "Select": 2, "Start": 3, "Right": 4, "Left": 5, "Up": 6, "Down": 7, "R": 8, "L": 9}
+    bits = {
+        "A": 0,
+        "B": 1,
+        "Select": 2,
+        "Start": 3,
+        "Right": 4,
+        "Left": 5,
+        "Up": 6,
+        "Down": 7,
+        "R": 8,
+        "L": 9,
+    }
     for b, mask in zip(actions, got, strict=True):
         pad, _ = expected_pad("GBA", b, (0.0, 0.0), (0.0, 0.0))
         assert mask == sum(1 << bits[n] for n, on in pad.items() if on), (b, mask)

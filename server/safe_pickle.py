@@ -229,6 +229,13 @@ def _make_wrappers(budget: _Budget, limits: PickleLimits) -> dict[str, Any]:
         budget.charge(len(source), "bytearray")
         return bytearray(source)
 
+    def make_bytes(source: Any = b"", *rest: Any) -> bytes:
+        """bytes() is how protocols 0-2 write b''; otherwise only bytes from bytes."""
+        if not isinstance(source, (bytes, bytearray)) or rest:
+            raise UnsafePickleError(f"bytes({a_or_an(type(source).__name__)}) is not allowed; expected bytes()")
+        budget.charge(len(source), "bytes")
+        return bytes(source)
+
     def collection(kind: type) -> Any:
         def build(items: Any = ()) -> Any:
             if not isinstance(items, (list, tuple, set, frozenset, dict)):
@@ -262,6 +269,7 @@ def _make_wrappers(budget: _Budget, limits: PickleLimits) -> dict[str, Any]:
         ("builtins", "set"): collection(set),
         ("builtins", "frozenset"): collection(frozenset),
         ("builtins", "bytearray"): make_bytearray,
+        ("builtins", "bytes"): make_bytes,
         ("builtins", "complex"): make_complex,
         ("builtins", "object"): object,
         ("copyreg", "_reconstructor"): reconstructor,

@@ -180,9 +180,9 @@ def test_zmq_message_over_the_limit_is_refused_by_the_socket(server_errors):
 def test_inference_failure_becomes_an_error_reply(server_errors):
     """The engine fails every predict (here: it was shut down under the server); clients get error
     replies, info still works, the server stays up."""
-    from nitrogen import InferenceEngine
+    from nitrogen import EnginePool
 
-    engine = InferenceEngine.from_checkpoint("demo", device="cpu")
+    engine = EnginePool.from_checkpoint("demo", devices="cpu")
     with ServerThread(server_settings(), engine=engine) as srv:
         engine.close()
         with TcpClient(srv.tcp_port) as c:

@@ -3,6 +3,8 @@ the server's action for it, and every frame the server received is the ROM's scr
 
 from __future__ import annotations
 
+import math
+
 from luaharness import expected_pad
 from mgba_host import HostRun, pad_mask, read_rom_screen
 from relay import Relay
@@ -51,3 +53,14 @@ def check_server_saw_the_rom(run: HostRun, relay: Relay, shots: list[int], skip:
         assert header["type"] == "predict" and header["resize_mode"] == "stretch"
         assert png[:8] == b"\x89PNG\r\n\x1a\n", "the request carried a PNG"
         assert read_rom_screen(png) == tuple(run.frames[k]["peek"]), f"the frame sent at frame {k}"
+
+
+def playing_status(step: int, reply: dict) -> str:
+    """The status line for a step; with the server's own time when the reply carries server_timing
+    (this server may or may not send it yet: either way the line must match the reply)."""
+    n, frames = len(reply["pred"]["buttons"]), int(reply["repeat"])
+    text = f"NitroGen: playing: step {step}, {n} actions x {frames} frames"
+    timing = reply.get("server_timing")
+    if isinstance(timing, dict) and isinstance(timing.get("total_ms"), (int, float)):
+        text += f", server {math.floor(timing['total_ms'] + 0.5)} ms"
+    return text

@@ -7,6 +7,7 @@ from emulator_checks import (
     check_pads_are_the_servers_actions,
     check_rom_read_every_pad,
     check_server_saw_the_rom,
+    playing_status,
 )
 from mgba_host import BIZHAWK_SCRIPT, SHIM
 
@@ -35,6 +36,8 @@ def test_bizhawk_script_plays_the_rom(host, server, relay):
         "nothing is pressed once the script has stopped"
     )
     check_server_saw_the_rom(run, relay, shots)
+    statuses = [line.removeprefix("status: ") for line in run.logs if "playing: step" in line]
+    assert statuses == [playing_status(i + 1, r) for i, r in enumerate(relay.replies)]
     assert any(f["keys"] for f in run.frames), "the model pressed something"
 
 

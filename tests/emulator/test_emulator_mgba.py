@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from emulator_checks import check_rom_read_every_pad, chunk_masks
+from emulator_checks import check_rom_read_every_pad, chunk_masks, playing_status
 from mgba_host import HERE, MGBA_SCRIPT, read_rom_screen
 
 STEPS = 50
@@ -33,6 +33,7 @@ def test_mgba_client_plays_the_rom(host, relay, tmp_path):
 
     steps = [(r["frame"], PLAYING.match(r["text"])) for r in run.buffers if PLAYING.match(r["text"])]
     assert [int(m.group(1)) for _, m in steps] == list(range(1, STEPS + 1)), "one status line per step"
+    assert [m.string for _, m in steps] == [playing_status(i + 1, r) for i, r in enumerate(relay.replies)]
     frames = run.frames
     shot = None  # the frame at whose end request i's screenshot was taken (unknown for the first)
     for i, ((arrived, _), reply) in enumerate(zip(steps, relay.replies, strict=True)):

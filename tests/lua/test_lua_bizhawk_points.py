@@ -37,7 +37,9 @@ def fake():
 
 def test_waits_paused_and_yielding(harness, tiny_server, golden_frames):
     """Point 1: no blocking read on BizHawk's UI thread; frameadvance while paused would fail the run."""
-    run = harness.run("GB", {"port": tiny_server.port, "max_steps": 3, **GOLDEN}, frames=golden_frames, dotnet=True)
+    run = harness.run(
+        "GB", {"port": tiny_server.port, "max_steps": 3, **GOLDEN}, frames=golden_frames, dotnet=True
+    )
     check_clean_end(run, "GB")
     assert run.end["yields"] > 0 and run.end["unpaused_yields"] == 0, "emu.yield() only while paused"
     assert run.end["paused"] is False
@@ -143,8 +145,10 @@ def test_server_timing_shown_and_unknown_reply_keys_ignored(harness, fake):
     run = harness.run("GB", {"port": server.port, "max_steps": 2})
     check_clean_end(run, "GB")
     assert len(run.frames) == 2 * 4 * 2
-    assert all(f["status"] == "NitroGen: playing: step %d, 4 actions x 2 frames, server 23 ms" % (k // 8 + 1)
-               for k, f in enumerate(run.frames))
+    assert all(
+        f["status"] == f"NitroGen: playing: step {k // 8 + 1}, 4 actions x 2 frames, server 23 ms"
+        for k, f in enumerate(run.frames)
+    )
     assert all(f["set"] == {**neutral("GB"), "A": True} for f in run.frames)
 
 

@@ -130,7 +130,11 @@ def test_opposite_directions_cancel(lua_eval, system):
     )
     both = [int(n in ("DPAD_UP", "DPAD_DOWN", "DPAD_LEFT")) for n in MODEL_BUTTONS]
     centre = (0.0, 0.0)
-    actions = [(both, centre, centre), ([0] * 21, (0.0, 0.9), centre), (one_hot("DPAD_UP"), (0.0, 0.9), centre)]
+    actions = [
+        (both, centre, centre),
+        ([0] * 21, (0.0, 0.9), centre),
+        (one_hot("DPAD_UP"), (0.0, 0.9), centre),
+    ]
     if system != "N64":  # the N64 stick is analog: it never presses the d-pad
         actions.append((one_hot("DPAD_RIGHT"), (-0.9, 0.0), centre))
     got = [o["pad"] for o in pads(lua_eval, system, actions)]

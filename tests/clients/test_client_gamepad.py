@@ -159,3 +159,14 @@ def test_package_imports_without_torch():
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_opposite_directions_cancel_as_in_the_lua_scripts():
+    """Up+Down or Left+Right together: neither is held (one rule for every client)."""
+    row = np.zeros(len(BUTTON_NAMES), np.float32)
+    for name in ("DPAD_UP", "DPAD_DOWN", "DPAD_LEFT", "SOUTH"):
+        row[BUTTON_NAMES.index(name)] = 1.0
+    state = action_state([0, 0], [0, 0], row)
+    assert state.buttons == frozenset({"DPAD_LEFT", "SOUTH"})
+    row[BUTTON_NAMES.index("DPAD_RIGHT")] = 1.0
+    assert action_state([0, 0], [0, 0], row).buttons == frozenset({"SOUTH"})

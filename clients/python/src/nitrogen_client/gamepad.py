@@ -90,9 +90,19 @@ def stick_axis_y(value: float) -> int:
     return _clamp16(-stick_axis(value) - 1)
 
 
+OPPOSITES = (("DPAD_UP", "DPAD_DOWN"), ("DPAD_LEFT", "DPAD_RIGHT"))
+
+
 def action_state(j_left: Any, j_right: Any, buttons: Any, allow_menu: bool = False) -> PadState:
-    """Pad state for one action step (one row of each prediction array)."""
+    """Pad state for one action step (one row of each prediction array).
+
+    Opposite d-pad directions pressed together cancel out (neither is held): the model often presses
+    Up+Down, games disagree on what that means, and the Lua scripts use the same rule.
+    """
     pressed = {name for name, v in zip(BUTTON_NAMES, np.asarray(buttons).tolist()) if v > PRESS_THRESHOLD}
+    for a, b in OPPOSITES:
+        if a in pressed and b in pressed:
+            pressed -= {a, b}
     held = frozenset(b for b in pressed if b in PAD_BUTTONS and (allow_menu or b not in MENU_BUTTONS))
     return PadState(
         left_x=stick_axis(j_left[0]),
@@ -178,13 +188,9 @@ def ds4_axis(value: int, flip: bool = False) -> int:
 
 
 def ds4_hat(buttons: frozenset[str]) -> str:
-    """D-pad buttons -> DS4 hat direction; opposite directions cancel."""
+    """D-pad buttons -> DS4 hat direction (opposites never arrive together: see action_state)."""
     up, down = "DPAD_UP" in buttons, "DPAD_DOWN" in buttons
     left, right = "DPAD_LEFT" in buttons, "DPAD_RIGHT" in buttons
-    if up and down:
-        up = down = False
-    if left and right:
-        left = right = False
     return _DS4_HAT.get((int(up), int(down), int(left), int(right)), "NONE")
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from .errors import ClientError, a_or_an, abbreviate, describe
 from .images import PickledImage
 

@@ -190,7 +190,7 @@ class ZmqFrontend:
                                                  in_pool=len(message) > INLINE_DECODE_BYTES)
         try:
             reply = encode_reply(response)
-        except Exception as exc:  # noqa: BLE001 - an unpicklable info value, say; still answer
+        except Exception as exc:
             log.exception("%s could not pickle the reply", key)
             reply = encode_reply(ErrorResult(f"could not encode the reply: {type(exc).__name__}"))
         self._drain_monitor()

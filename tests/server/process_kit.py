@@ -80,7 +80,7 @@ class ServerProcess:
     def _status_kib(self, field: str) -> int:
         self.assert_alive()
         text = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
 
     def rss_mib(self) -> float:
         return self._status_kib("VmRSS") / 1024

@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-from nitrogen.frames import FrameError
 from nitrogen_server.cli import settings_from_args
 from nitrogen_server.images import (
     BMP_PROBE_BYTES,
@@ -32,6 +31,8 @@ from nitrogen_server.protocol import (
 from nitrogen_server.safe_pickle import PickledImage, UnsafePickleError, safe_loads
 from PIL import Image
 from server_testkit import bmp_top_down, encode, frame
+
+from nitrogen.frames import FrameError
 
 MAX = 4096
 

@@ -5,8 +5,8 @@ are chosen by the peer (ZMQ_ROUTING_ID) or handed out by libzmq in a predictable
 could claim the id of one that left. Each accepted TCP connection gets a serial number from the
 socket monitor's ACCEPTED event; every message carries the descriptor it arrived on (ZMQ_SRCFD), and
 the session key is `zmq:<serial>:<routing ids>`. When the monitor reports the connection
-DISCONNECTED, its sessions end, and a reply still being computed for it is dropped rather than sent
-to whoever holds that routing id next. (ZMQ_ROUTER_NOTIFY would say the same in-band, but it is a
+DISCONNECTED, its sessions end, a request still queued from it is not served and a reply still
+being computed for it is dropped rather than sent to whoever holds that routing id next. (ZMQ_ROUTER_NOTIFY would say the same in-band, but it is a
 draft API that pyzmq's bundled libzmq does not enable.)
 
 Requests are unpickled by safe_pickle; replies are pickled dicts.
@@ -127,6 +127,7 @@ class ZmqFrontend:
                 return
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_ACCEPTED:
+                self._connection_closed(self._serials.get(fd))  # whatever was on this descriptor is gone
                 self._serials[fd] = next(self._next_serial)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._connection_closed(self._serials.pop(fd, None))
@@ -143,12 +144,6 @@ class ZmqFrontend:
             except zmq.ZMQError:
                 return
             self._drain_monitor()
-
-    def _serial_of(self, fd: int) -> int:
-        serial = self._serials.get(fd)
-        if serial is None:  # a message before its ACCEPTED event: cannot happen, but never share
-            serial = self._serials[fd] = next(self._next_serial)
-        return serial
 
     # ---- requests -------------------------------------------------------------------------------------
 
@@ -167,7 +162,14 @@ class ZmqFrontend:
                 continue
             self._drain_monitor()
             fd = frames[-1].get(zmq.SRCFD)
-            serial = self._serial_of(fd)
+            serial = self._serials.get(fd)
+            if serial is None:
+                # read after its connection's DISCONNECTED event: the sender is gone, and its routing id
+                # may soon be someone else's. (A new connection's ACCEPTED event always comes first:
+                # libzmq emits it on accept, before the connection can deliver a message.)
+                log.debug("message from a closed zmq connection dropped")
+                self._inflight.release()
+                continue
             envelope, body = split_envelope([f.bytes for f in frames])
             key = f"zmq:{serial}:{'.'.join(f.hex() for f in envelope[:-1])}"
             self._sessions.setdefault(serial, set()).add(key)
@@ -196,6 +198,7 @@ class ZmqFrontend:
         self._drain_monitor()
         if self._serials.get(fd) != serial:  # the connection left: its routing id may be someone else's now
             log.info("%s left before its reply", key)
+            self._connection_closed(serial)  # and whatever this request created for it goes too
             return
         try:
             await self._sock.send_multipart([*envelope, reply])

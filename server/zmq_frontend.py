@@ -5,9 +5,10 @@ are chosen by the peer (ZMQ_ROUTING_ID) or handed out by libzmq in a predictable
 could claim the id of one that left. Each accepted TCP connection gets a serial number from the
 socket monitor's ACCEPTED event; every message carries the descriptor it arrived on (ZMQ_SRCFD), and
 the session key is `zmq:<serial>:<routing ids>`. When the monitor reports the connection
-DISCONNECTED, its sessions end, a request still queued from it is not served and a reply still
-being computed for it is dropped rather than sent to whoever holds that routing id next. (ZMQ_ROUTER_NOTIFY would say the same in-band, but it is a
-draft API that pyzmq's bundled libzmq does not enable.)
+DISCONNECTED, its sessions end, a request still queued from it is not served, and a reply still
+being computed for it is dropped rather than sent to whoever holds that routing id next.
+(ZMQ_ROUTER_NOTIFY would say the same in-band, but it is a draft API that pyzmq's bundled libzmq
+does not enable.)
 
 Requests are unpickled by safe_pickle; replies are pickled dicts.
 """

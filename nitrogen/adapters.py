@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, refusal_reason
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -77,7 +77,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
             tensors = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable or unsafe: one message naming the file
         raise CheckpointError(f"adapter weights {str(weights)!r} could not be loaded safely: "
-                              f"{' '.join(str(exc).split())[:300]}") from None
+                              f"{refusal_reason(exc)[:300]}") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise CheckpointError(f"adapter weights {str(weights)!r} are not a dict of tensors")
     return tensors

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from . import config_pickle
 from .config import CheckpointConfig, VisionConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, refusal_reason
 from .modeling import NitroGenModel, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
             raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:  # torch's safe loader refused a global: name it
         raise CheckpointError(
-            f"refusing to load checkpoint {str(path)!r}: {_refusal_reason(exc)} "
+            f"refusing to load checkpoint {str(path)!r}: {refusal_reason(exc)} "
             "(a NitroGen checkpoint needs only tensors, builtins and its config classes)"
         ) from None
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
@@ -73,13 +73,6 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
             f"{str(path)!r} is not a NitroGen checkpoint (truncated or not a torch.save file): {exc}"
         ) from exc
     return parse_checkpoint(raw, str(path))
-
-
-def _refusal_reason(exc: Exception) -> str:
-    """The one paragraph of torch's weights-only error that names what the file asked for."""
-    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
-    named = [p for p in paragraphs if "GLOBAL" in p or "global" in p]
-    return " ".join((named or paragraphs[-1:] or ["unknown reason"])[0].split())
 
 
 def parse_checkpoint(raw: Any, path: str = "<memory>") -> LoadedCheckpoint:

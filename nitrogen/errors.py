@@ -7,3 +7,10 @@ class NitrogenError(Exception):
 
 class CheckpointError(NitrogenError):
     """The checkpoint file is missing, unsafe, truncated or not a NitroGen checkpoint."""
+
+
+def refusal_reason(exc: Exception) -> str:
+    """The one paragraph of torch's weights-only refusal that names what a file asked for."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    named = [p for p in paragraphs if "GLOBAL" in p or "global" in p]
+    return " ".join((named or paragraphs[-1:] or ["unknown reason"])[0].split())

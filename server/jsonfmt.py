@@ -76,6 +76,13 @@ def _buttons(arr: np.ndarray) -> str:
     return "[" + out.tobytes()[:-1].decode("ascii") + "]"
 
 
+def _timing(timing: dict[str, float] | None) -> str:
+    """',"server_timing":{...}' in ms with at most 3 decimals, or nothing."""
+    if timing is None:
+        return ""
+    return ',"server_timing":{' + ",".join(f'"{k}":{format_number(v, 3)}' for k, v in timing.items()) + "}"
+
+
 def encode_reply(response: Response) -> bytes:
     """One reply line (ending in '\\n') for the TCP port."""
     if isinstance(response, PredictResult):
@@ -84,7 +91,7 @@ def encode_reply(response: Response) -> bytes:
             '{"status":"ok","pred":{"j_left":' + _sticks(np.asarray(pred["j_left"]))
             + ',"j_right":' + _sticks(np.asarray(pred["j_right"]))
             + ',"buttons":' + _buttons(np.asarray(pred["buttons"]))
-            + '},"repeat":' + str(int(response.repeat)) + "}"
+            + '},"repeat":' + str(int(response.repeat)) + _timing(response.server_timing) + "}"
         )
     else:
         body = encode_value(to_wire_dict(response))

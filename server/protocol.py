@@ -23,6 +23,7 @@ MAX_NAME = 128  # session and game names
 MAX_SEED = 2**63 - 1
 MAX_GAME_ID = 2**31 - 1
 MAX_CONTEXT = 1024
+MAX_STEPS = 1024  # the session then checks against the checkpoint's own step count
 # NitroGen holds each predicted action for one game frame: the checkpoint format has no other ratio.
 # TCP replies carry it as "repeat" (clients hold each step that many frames); info() reports it too.
 ACTION_DOWNSAMPLE_RATIO = 1
@@ -52,10 +53,11 @@ class ResetRequest:
     cfg_scale: float | None = None
     context_length: int | None = None
     game: str | int | None = None
+    steps: int | None = None
 
     @property
     def reconfigures(self) -> bool:
-        return self.cfg_scale is not None or self.context_length is not None or self.game is not None
+        return any(v is not None for v in (self.cfg_scale, self.context_length, self.game, self.steps))
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ Request = PredictRequest | ResetRequest | InfoRequest
 class PredictResult:
     pred: dict[str, np.ndarray]
     repeat: int = ACTION_DOWNSAMPLE_RATIO
+    # the server's own time split in ms: queue_ms (waiting for the engine), infer_ms (its batch),
+    # total_ms (request decoded to reply ready); an optional reply key that old clients ignore
+    server_timing: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ def parse_request(fields: Any, image: ImageInput = None, default_resize: str = "
     if kind == "reset":
         return ResetRequest(session=session, cfg_scale=_opt_cfg(fields),
                             context_length=optional_int(fields, "context_length", 1, MAX_CONTEXT),
-                            game=_opt_game(fields))
+                            game=_opt_game(fields), steps=optional_int(fields, "steps", 1, MAX_STEPS))
     seed = optional_int(fields, "seed", 0, MAX_SEED)
     mode = _present(fields, "resize_mode", f"one of {', '.join(RESIZE_MODES)}")
     if mode is _ABSENT:
@@ -185,7 +190,10 @@ def parse_request(fields: Any, image: ImageInput = None, default_resize: str = "
 def to_wire_dict(response: Response) -> dict[str, Any]:
     """The reply as the original server's dict (pickled on the ZeroMQ port, JSON on the TCP port)."""
     if isinstance(response, PredictResult):
-        return {"status": "ok", "pred": response.pred}
+        reply: dict[str, Any] = {"status": "ok", "pred": response.pred}
+        if response.server_timing is not None:
+            reply["server_timing"] = response.server_timing
+        return reply
     if isinstance(response, InfoResult):
         return {"status": "ok", "info": response.info}
     if isinstance(response, ResetResult):

@@ -11,6 +11,7 @@ loop only moves bytes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,12 +66,13 @@ class PolicyService:
         self.recorder: Any = None
 
     def _new_session(self, cfg_scale: float | None = None, context_length: int | None = None,
-                     game: str | int | None = None) -> Any:
+                     game: str | int | None = None, steps: int | None = None) -> Any:
         s = self.settings
         return self.engine.new_session(
             context_length=context_length if context_length is not None else s.ctx,
             cfg_scale=cfg_scale if cfg_scale is not None else s.cfg,
             game=game if game is not None else s.game_arg,
+            steps=steps,  # None: the engine's default (--steps, else the checkpoint's)
         )
 
     @property
@@ -103,6 +105,8 @@ class PolicyService:
         except Exception as exc:  # noqa: BLE001 - every request gets a reply; log_failure sorts out whose fault
             response = ErrorResult(log_failure(log, key, kind, exc))
         ms = (time.perf_counter() - start) * 1000
+        if isinstance(response, PredictResult) and response.server_timing is not None:
+            response = dataclasses.replace(response, server_timing={**response.server_timing, "total_ms": ms})
         if not isinstance(response, ErrorResult):
             log.debug("%s %s -> ok (%.1f ms)", key, kind, ms)
         if self.on_request is not None:
@@ -130,7 +134,8 @@ class PolicyService:
 
     @staticmethod
     def _submit(session: Any, rgb: np.ndarray, request: PredictRequest) -> Future:
-        return session.submit(np.ascontiguousarray(apply_resize_mode(rgb, request.resize_mode)), seed=request.seed)
+        return session.submit_timed(np.ascontiguousarray(apply_resize_mode(rgb, request.resize_mode)),
+                                    seed=request.seed)
 
     async def predict(self, key: str, request: PredictRequest) -> Response:
         entry = self.sessions.get_or_create(key)
@@ -144,7 +149,7 @@ class PolicyService:
                 fut = await loop.run_in_executor(self._pool, self._prepare_and_submit, entry.session, request)
             if isinstance(fut, PendingDecode):
                 fut = await loop.run_in_executor(self._heavy, self._decode_and_submit, entry.session, fut, request)
-            pred = await asyncio.wrap_future(fut)
+            pred, timing = await asyncio.wrap_future(fut)
             entry.touch()
         out = {}
         for name in PRED_KEYS:
@@ -152,15 +157,15 @@ class PolicyService:
             if not np.isfinite(arr).all():
                 return ErrorResult(f"the model produced non-finite values in {name}; try reset")
             out[name] = arr
-        return PredictResult(out)
+        return PredictResult(out, server_timing={"queue_ms": timing.queue_ms, "infer_ms": timing.infer_ms})
 
     async def reset(self, key: str, request: ResetRequest) -> Response:
         entry = self.sessions.get(key)
         if request.reconfigures:
             lock = entry.lock if entry is not None else asyncio.Lock()
             async with lock:
-                self.sessions.create(key, cfg_scale=request.cfg_scale,
-                                     context_length=request.context_length, game=request.game)
+                self.sessions.create(key, cfg_scale=request.cfg_scale, context_length=request.context_length,
+                                     game=request.game, steps=request.steps)
             return ResetResult()
         if entry is not None:
             async with entry.lock:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nitrogen.frames import MAX_SIDE
 from nitrogen.options import EngineOptions
 
 DEFAULT_CHECKPOINT = "models/ng.pt"
@@ -47,7 +48,8 @@ class ServerSettings(BaseSettings, EngineOptions):
     max_header_bytes: int = Field(64 * 1024, ge=256, description="longest TCP JSON header line")
     max_payload_bytes: int = Field(32 * 1024 * 1024, ge=196_608, description="largest TCP payload")
     max_zmq_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest ZeroMQ request")
-    max_image_side: int = Field(4096, ge=16, le=65535, description="largest decoded width or height")
+    max_image_side: int = Field(MAX_SIDE, ge=16, le=MAX_SIDE,
+                                description="largest decoded width or height (at most the library's frame rule)")
     max_pipeline: int = Field(16, ge=1, le=1024, description="requests read ahead on one TCP connection")
     record: Path | None = Field(
         None, description="record every predict (frames, parameters, reply, timings) under this directory; None: off")

@@ -55,7 +55,9 @@ class SessionRegistry:
         if old is not None:
             entry.lock = old.lock  # a request waiting on the old lock keeps its place in line
         self._entries[key] = entry
-        log.info("session %s started (%d open)", key, len(self._entries))
+        engine = session.engine
+        log.info("session %s started on engine %d (%s) (%d open)", key, engine.index, engine.device,
+                 len(self._entries))
         return entry
 
     def _evict_one(self, newcomer: str) -> None:

@@ -258,6 +258,10 @@ class TcpFrontend:
             self._tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # finish() cut this connection at shutdown (conn.run closed it). Ending normally keeps
+            # asyncio's stream callback from logging our own cancellation as an ERROR.
+            log.info("%s closed at shutdown with a request unanswered", conn.key)
         finally:
             self._connections.discard(conn)
             if task is not None:

@@ -25,19 +25,19 @@ FRAME = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("bad, expected", [
-    (np.zeros((64, 64, 3), np.float32), r"dtype float32; expected a uint8 array of shape \(H, W, 3\)"),
-    (np.zeros((64, 64), np.uint8), r"shape \(64, 64\); expected"),
-    (np.zeros((64, 64, 2), np.uint8), r"shape \(64, 64, 2\); expected .*\(H, W, 4\) RGBA"),
-    (np.zeros((0, 64, 3), np.uint8), "is 64x0; expected at least 1x1"),
-    (np.zeros((5000, 2, 3), np.uint8), "is 2x5000; each side must be at most 4096 pixels"),
-    ("frame.png", "image is a str; expected"),
-    (None, "image is a NoneType; expected"),
+    (np.zeros((64, 64, 3), np.float32), "dtype is float32; expected uint8"),
+    (np.zeros((64, 64), np.uint8), "rank 2"),
+    (np.zeros((64, 64, 2), np.uint8), r"2 channels.*\(H, W, 3\) RGB or \(H, W, 4\) RGBA"),  # RGBA is accepted
+    (np.zeros((0, 64, 3), np.uint8), "empty"),
+    (np.zeros((5000, 2, 3), np.uint8), "too large: the limit is 4096x4096"),  # the server's limit too
+    ("frame.png", "got str"),
+    (None, "got NoneType"),
 ])
 def test_bad_frames_are_rejected_with_what_was_received(demo_engine, bad, expected):
     session = InferenceSession(demo_engine)
     with pytest.raises(ValueError, match=expected):
         session.predict(bad)
-    with pytest.raises(ValueError, match="expected|must be"):
+    with pytest.raises(ValueError, match="expected|limit"):
         session.submit(bad)
 
 

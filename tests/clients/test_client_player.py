@@ -94,6 +94,9 @@ def expected_state(j_left, j_right, row, allow_menu: bool) -> PadState:
         return max(-32768, min(32767, v))
 
     pressed = {BUTTON_NAMES[k] for k in np.flatnonzero(row > 0.5)}
+    for pair in ({"DPAD_UP", "DPAD_DOWN"}, {"DPAD_LEFT", "DPAD_RIGHT"}):  # opposites cancel out
+        if pair <= pressed:
+            pressed -= pair
     held = pressed - NOT_ON_A_PAD - (set() if allow_menu else MENU)
     return PadState(
         left_x=clamp(int(j_left[0] * 32767)),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Docker smoke test (issue 7), run by .ci/run on a fresh machine: lint the Dockerfile and compose
 # files, build the image for real on a debootstrapped stand-in base (no image can be pulled here),
-# check the image alone (no weights + offline: fails naming the file; weights in the volume: serves
-# as non-root PID 1 and exits 0 on SIGTERM), then start it with `docker compose` (CPU file + CI
+# check the image alone (no weights + offline: fails naming the file; `selfcheck` passes on the golden
+# cases shipped in the image; weights in the volume: serves as non-root PID 1 and exits 0 on
+# SIGTERM), then start it with `docker compose` (CPU file + CI
 # override: host network, demo model), wait until healthy, send a predict to both ports on
 # 127.0.0.1, stop, down. Runs its own dockerd with its own roots under a temp dir; the EXIT trap
 # stops it and removes everything even when a step fails. Prints each phase's time.
@@ -280,6 +281,14 @@ rc=0
 tail -n 3 "$WORK/noweights.log" >&2
 [ "$rc" != 0 ] || fail "the server started without weights"
 grep -q '/app/models/ng.pt' "$WORK/noweights.log" || fail "the error does not say where ng.pt goes"
+
+phase "image: selfcheck"
+# What GPU owners are told to run first (`docker compose run --rm nitrogen selfcheck`): the golden
+# cases must be inside the installed package, and every check must pass on this CPU.
+"$DOCKER" run --rm --network none -e HF_HUB_OFFLINE=1 "$IMAGE" selfcheck --no-timing \
+  >"$WORK/selfcheck.log" 2>&1 || { cat "$WORK/selfcheck.log" >&2; fail "selfcheck failed in the image"; }
+tail -n 1 "$WORK/selfcheck.log" >&2
+grep -q 'checks passed' "$WORK/selfcheck.log" || { cat "$WORK/selfcheck.log" >&2; fail "selfcheck printed no verdict"; }
 
 phase "image: weights in the volume"
 # The image's defaults (NITROGEN_CHECKPOINT=/app/models/ng.pt): a checkpoint already in the volume

@@ -106,6 +106,9 @@ class InferenceEngine:
         self.action_dim = m.action_dim
         self.num_steps = m.num_inference_timesteps
         self.default_steps = self.options.steps or self.num_steps
+        if not 1 <= self.default_steps <= self.num_steps:
+            raise ValueError(f"steps option {self.default_steps} is outside 1..{self.num_steps} (the checkpoint's "
+                             "num_inference_timesteps): fewer steps than the checkpoint's are possible, not more")
         self.image_size = model.vision_config.image_size
         self.seq_len = cfg.tokenizer_cfg.max_sequence_length
         self.tokens_per_frame = (model.vision_config.image_size // model.vision_config.patch_size) ** 2
@@ -119,10 +122,10 @@ class InferenceEngine:
             self.model.fuse_projections()
         if self.bf16:
             logger.debug("bf16 matmul weights: %d layers", cast_matmul_weights(self.model))
-        onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
-        if self.device.type == "cpu" and self.options.cpu_onednn and onednn:
-            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model, bf16=self.bf16))
         self.weight_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
+        if self.device.type == "cpu" and self.options.cpu_onednn and onednn:  # same weights, repacked
+            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model, bf16=self.bf16))
         self.forward = BatchedForward(
             self.model, seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame,
             has_game_token=self.has_game_token, device=self.device, bf16=self.bf16,

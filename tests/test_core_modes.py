@@ -62,6 +62,8 @@ def test_fewer_steps_equal_a_checkpoint_configured_with_them(golden_dir, golden,
     with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 4\].*got 5"):
         InferenceSession(engine, steps=5)
     engine.close(), reference.engine.close()
+    with pytest.raises(ValueError, match=r"steps option 5 is outside 1\.\.4"):
+        InferenceEngine.from_checkpoint(golden_dir / "tiny-a.pt", device="cpu", options=EngineOptions(steps=5))
 
 
 def test_ada_norm_eps_is_the_originals_whatever_the_config_says(golden_dir):

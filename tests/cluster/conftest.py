@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,14 +16,12 @@ for path in (REPO / "clients" / "python" / "src", REPO / "tests" / "lua"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from luaharness import find_lua
+
 
 @pytest.fixture(scope="session")
 def lua_exe() -> str:
-    exe = shutil.which("lua5.4")
-    assert exe, "lua5.4 not found: install the lua5.4 and lua-socket packages (.ci/setup.sh does)"
-    probe = subprocess.run([exe, "-e", "require('socket')"], capture_output=True, text=True, check=False)
-    assert probe.returncode == 0, f"LuaSocket missing for lua5.4 (apt-get install lua-socket): {probe.stderr}"
-    return exe
+    return find_lua()
 
 
 @pytest.fixture(scope="session")

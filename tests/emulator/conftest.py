@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lua"))  # luaharness: server, pad spec
 
+from fakeserver import fake  # noqa: F401 - the fixture, shared with tests/lua
 from luaharness import ServerProcess
 from mgba_host import Host, build_host
 from relay import Relay

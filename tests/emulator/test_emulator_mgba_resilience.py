@@ -6,32 +6,10 @@ from __future__ import annotations
 import json
 import socket
 
-import pytest
-from fakeserver import FakeServer
+from fakeserver import canned_reply
 from luaharness import PAD_SPEC, expected_pad
 from mgba_host import HERE, MGBA_SCRIPT, REPO, check_no_errors
 from test_emulator_mgba import FPS, run_mgba
-
-SOUTH = 18  # the model's SOUTH (Xbox A) button
-
-
-def canned_reply(**extra) -> dict:
-    buttons = [[1.0 if i == SOUTH else 0.0 for i in range(21)]] * 4
-    pred = {"buttons": buttons, "j_left": [[0.0, 0.0]] * 4, "j_right": [[0.0, 0.0]] * 4}
-    return {"status": "ok", "pred": pred, "repeat": 2, **extra}
-
-
-@pytest.fixture
-def fake():
-    servers: list[FakeServer] = []
-
-    def start(mode: str, reply: dict | None = None) -> FakeServer:
-        servers.append(FakeServer(mode, reply))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def free_port() -> int:

@@ -4,23 +4,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from luaharness import EVAL, SCRIPT, Harness, ServerProcess
+from fakeserver import fake  # noqa: F401 - the fixture, shared with tests/emulator
+from luaharness import EVAL, SCRIPT, Harness, ServerProcess, find_lua
 from PIL import Image
 
 
 @pytest.fixture(scope="session")
 def lua() -> str:
-    exe = shutil.which("lua5.4")
-    assert exe, "lua5.4 not found: install the lua5.4 and lua-socket packages (.ci/setup.sh does)"
-    probe = subprocess.run([exe, "-e", "require('socket')"], capture_output=True, text=True, check=False)
-    assert probe.returncode == 0, f"LuaSocket missing for lua5.4 (apt-get install lua-socket): {probe.stderr}"
-    return exe
+    return find_lua()
 
 
 @pytest.fixture(scope="session")

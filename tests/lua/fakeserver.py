@@ -7,6 +7,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+SOUTH = 18  # index of SOUTH (Xbox A) among the model's 21 buttons
 
 
 class FakeServer:
@@ -81,3 +86,24 @@ class FakeServer:
     def stop(self) -> None:
         self._stop.set()
         self.listener.close()
+
+
+def canned_reply(**extra) -> dict:
+    """A well-formed 4-step predict reply pressing SOUTH, plus whatever keys `extra` adds."""
+    buttons = [[1.0 if i == SOUTH else 0.0 for i in range(21)]] * 4
+    pred = {"buttons": buttons, "j_left": [[0.0, 0.0]] * 4, "j_right": [[0.0, 0.0]] * 4}
+    return {"status": "ok", "pred": pred, "repeat": 2, **extra}
+
+
+@pytest.fixture
+def fake() -> Iterator[Callable[..., FakeServer]]:
+    """fake(mode, reply=None) -> a started FakeServer, stopped after the test."""
+    servers: list[FakeServer] = []
+
+    def start(mode: str, reply: dict | None = None) -> FakeServer:
+        servers.append(FakeServer(mode, reply))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()

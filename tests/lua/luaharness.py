@@ -19,6 +19,17 @@ import numpy as np
 
 from nitrogen import BUTTON_NAMES
 
+
+def find_lua() -> str:
+    """lua5.4 with LuaSocket, or an assertion naming the packages to install (never a skip)."""
+    import shutil
+
+    exe = shutil.which("lua5.4")
+    assert exe, "lua5.4 not found: install the lua5.4 and lua-socket packages (.ci/setup.sh does)"
+    probe = subprocess.run([exe, "-e", "require('socket')"], capture_output=True, text=True, check=False)
+    assert probe.returncode == 0, f"LuaSocket missing for lua5.4 (apt-get install lua-socket): {probe.stderr}"
+    return exe
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SCRIPT = REPO / "clients" / "lua" / "nitrogen_bizhawk.lua"

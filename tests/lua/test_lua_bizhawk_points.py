@@ -9,30 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakeserver import FakeServer
+from fakeserver import canned_reply
 from luaharness import PAD_SPEC
 from test_lua_bizhawk import GOLDEN, check_clean_end, neutral
-
-SOUTH = 18  # index of SOUTH (Xbox A) among the model's 21 buttons
-
-
-def canned_reply(**extra) -> dict:
-    buttons = [[1.0 if i == SOUTH else 0.0 for i in range(21)]] * 4
-    pred = {"buttons": buttons, "j_left": [[0.0, 0.0]] * 4, "j_right": [[0.0, 0.0]] * 4}
-    return {"status": "ok", "pred": pred, "repeat": 2, **extra}
-
-
-@pytest.fixture
-def fake():
-    servers: list[FakeServer] = []
-
-    def start(mode: str, reply: dict | None = None) -> FakeServer:
-        servers.append(FakeServer(mode, reply))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def test_waits_paused_and_yielding(harness, tiny_server, golden_frames):

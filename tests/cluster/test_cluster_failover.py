@@ -52,6 +52,9 @@ class PyClient:
     wrong: list[str] = field(default_factory=list)
 
 
+RETRY_DELAY_S = 0.5
+
+
 def python_client(stats: PyClient, make: Any, g: dict, stop: threading.Event, offset: int) -> None:
     """Predict golden call i = step mod n, retrying a request that failed in transport."""
     n = int(g["n_steps"])
@@ -66,6 +69,10 @@ def python_client(stats: PyClient, make: Any, g: dict, stop: threading.Event, of
                 stats.failures.append(f"{type(exc).__name__}: {exc} ({time.monotonic() - KILLED[0]:+.2f} s)")
                 if len(stats.failures) > 3:
                     return  # the test fails on this; no point hammering
+                # Back off before the retry, as the player (1 s) and the Lua scripts (30 frames) do: a
+                # SIGKILLed replica's listening socket still accepts connections for a while (the
+                # kernel frees its memory before its sockets), and an immediate retry can land there.
+                time.sleep(RETRY_DELAY_S)
                 continue  # the same request again: the client reconnects by itself
             except Exception as exc:  # noqa: BLE001 - a server error reply or a bad reply is a wrong answer
                 stats.wrong.append(f"call {i}: {type(exc).__name__}: {exc}")

@@ -30,27 +30,3 @@ PRED_WIDTHS: dict[str, int] = {"j_left": 2, "j_right": 2, "buttons": len(BUTTON_
 # Optional key of a predict reply (servers since timings were added): the server's own time split, ms.
 SERVER_TIMING = "server_timing"
 SERVER_TIMING_KEYS: tuple[str, ...] = ("queue_ms", "infer_ms", "total_ms")
-
-# What a ZeroMQ reply pickle may name: numpy arrays, dtypes and scalars (numpy 1.x and 2.x module paths)
-# and the few builtins their reduce methods use. Anything else is refused before it is imported.
-NUMPY_PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-    ("builtins", "bytearray"),
-})
-NUMPY_DTYPE_MODULE = "numpy.dtypes"  # numpy 2 pickles dtypes as numpy.dtypes.<Name>DType
-
-
-def pickle_global_allowed(module: str, name: str) -> bool:
-    """True if a reply pickle may name ``module.name`` (see NUMPY_PICKLE_GLOBALS)."""
-    return (module, name) in NUMPY_PICKLE_GLOBALS or (
-        module.startswith(NUMPY_DTYPE_MODULE) and name.endswith("DType")
-    )

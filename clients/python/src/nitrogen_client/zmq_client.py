@@ -6,7 +6,6 @@ taken for the next one); on a timeout this client throws that socket away and co
 
 from __future__ import annotations
 
-import io
 import logging
 import pickle
 from typing import Any
@@ -15,26 +14,18 @@ import numpy as np
 import zmq
 from PIL import Image
 
+from . import reply_pickle
 from .base import PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
 from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
-from .wire import ZMQ_PORT, pickle_global_allowed
+from .wire import ZMQ_PORT
 
 log = logging.getLogger(__name__)
 
 
-class _ReplyUnpickler(pickle.Unpickler):
-    """Unpickles only plain data and numpy arrays: a hostile 'server' cannot make us run code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if pickle_global_allowed(module, name):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"reply names {module}.{name}, which a nitrogen reply never contains")
-
-
 def loads_reply(data: bytes) -> Any:
-    """Decode one reply message with the restricted unpickler."""
+    """Decode one reply message with the restricted unpickler (nitrogen_client.reply_pickle)."""
     try:
-        return _ReplyUnpickler(io.BytesIO(data)).load()
+        return reply_pickle.loads(data)
     except Exception as exc:  # pickle raises a zoo of types on garbage
         raise ProtocolError(f"reply is not a valid restricted pickle ({len(data)} bytes): {exc}") from exc
 

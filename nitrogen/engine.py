@@ -116,6 +116,10 @@ class InferenceEngine:
         self.num_games = model.game_embedding.num_embeddings if model.game_embedding is not None else 0
         self.default_context_length = cfg.modality_cfg.frame_per_sample
         self._check_geometry()
+        if self.device.type == "cuda" and not self.bf16:
+            # float32 means float32: cuDNN would run the patch convolution in TF32 by default
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model.to(self.device, torch.float32)
         self.num_parameters = count_parameters(self.model)
         if self.options.fuse_qkv:

@@ -15,6 +15,22 @@ import torch
 from torch import nn
 
 BF16 = torch.bfloat16
+# How far bf16 mode may sit from the original's bf16 vectors. Where the GEMMs accumulate as on the
+# machine that made the vectors (a CPU with native bf16 dot products), it sits at 0.0. Elsewhere (a GPU,
+# a CPU without AVX512-BF16: measured up to 9.8e-4 here with oneDNN held to AVX2) the accumulation
+# order differs; 5e-3 is still a fifth of an all-bf16 model's distance (2.5e-2 to 3.6e-2).
+BF16_ATOL_NATIVE = 1e-4
+BF16_ATOL_OTHER = 5e-3
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 GEMMs accumulate like the golden vectors' (AVX512-BF16 or AMX CPUs)."""
+    cpu = torch.cpu
+    return device.type == "cpu" and (cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+
+
+def bf16_tolerance(device: torch.device) -> float:
+    return BF16_ATOL_NATIVE if native_bf16(device) else BF16_ATOL_OTHER
 
 
 def cast_matmul_weights(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ from .devices import pick_device
 from .engine import InferenceEngine
 from .jobs import Frame, Job
 from .options import EngineOptions
+from .precision import BF16_ATOL_OTHER
 from .preprocess import ExactResize, resize_rgb
 from .session import InferenceSession
 
@@ -36,6 +37,7 @@ RESIZE_SIZES = ((160, 144), (240, 160), (256, 224), (320, 240), (640, 480), (192
 # reorder sums, so they get 1e-3 (not measured on a GPU by the project yet: this check is how).
 F32_ATOL = {"cpu": 1e-4}
 F32_ATOL_OTHER = 1e-3
+BUTTONS_AGREE = 0.99  # off the machine that made the vectors, a button sitting at 0.5 may flip
 
 
 @dataclass
@@ -43,6 +45,10 @@ class Row:
     check: str
     ok: bool | None  # None: information, or not applicable here
     detail: str
+
+    def __post_init__(self) -> None:
+        if self.ok is not None:
+            self.ok = bool(self.ok)  # numpy booleans are not `True` to `is`
 
 
 def _case(name: str) -> tuple[dict[str, Any], np.lib.npyio.NpzFile, dict[str, Any], int]:
@@ -82,9 +88,11 @@ def check_precision(device: torch.device, dtype: str) -> list[Row]:
             continue
         dev = max(float(np.abs(x - bf[f"action_tensor_{i}"]).max()) for i, x in enumerate(got))
         f32_gap = min(float(np.abs(g[f"action_tensor_{i}"] - bf[f"action_tensor_{i}"]).max()) for i in range(n))
-        agree = np.mean([np.array_equal((x[:, :21] > 0.5), bf[f"buttons_{i}"] > 0.5) for i, x in enumerate(got)])
-        rows.append(Row(f"bf16 parity {name}", dev < f32_gap and agree == 1.0,
-                        f"max |dx| {dev:.2e} (float32 sits {f32_gap:.1e} away); buttons agree {agree:.0%}"))
+        agree = float(np.mean([(x[:, :21] > 0.5) == (bf[f"buttons_{i}"] > 0.5) for i, x in enumerate(got)]))
+        tol = BF16_ATOL_OTHER  # any machine's bf16 GEMMs; the suite holds native-bf16 CPUs to 1e-4
+        rows.append(Row(f"bf16 parity {name}", dev <= tol and agree >= BUTTONS_AGREE,
+                        f"max |dx| {dev:.2e} (limit {tol:.0e}; float32 sits {f32_gap:.1e} away); "
+                        f"buttons agree {agree:.1%}"))
     return rows
 
 

@@ -232,7 +232,10 @@ class InferenceEngine:
             return
         end = time.perf_counter()
         for listener in self._batch_listeners:
-            listener(len(live), end - start)
+            try:
+                listener(len(live), end - start)
+            except Exception:  # a metrics hook must never stop the worker
+                logger.exception("batch listener %r failed", listener)
         for job, x1 in zip(live, results):
             timing = Timing(queue_ms=(start - job.submitted) * 1000, infer_ms=(end - start) * 1000)
             try:

@@ -86,6 +86,8 @@ def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.n
 class ExactResize:
     """Pillow's 8-bit bicubic resize in torch integer arithmetic, on whatever device the frame is."""
 
+    MAX_TABLES = 64  # coefficient tables kept (one per frame side): a client cycling sides stays bounded
+
     def __init__(self, size: int, device: torch.device) -> None:
         self.size = size
         self.device = device
@@ -93,7 +95,11 @@ class ExactResize:
 
     def _table(self, in_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(source index, weight) per (output, tap): index clamped in range where the weight is 0."""
-        if in_size not in self._tables:
+        if in_size in self._tables:
+            self._tables[in_size] = self._tables.pop(in_size)  # most recently used last
+        else:
+            if len(self._tables) >= self.MAX_TABLES:
+                del self._tables[next(iter(self._tables))]
             first, weights = resample_coefficients(in_size, self.size)
             index = np.minimum(first[:, None] + np.arange(weights.shape[1]), in_size - 1)
             self._tables[in_size] = (torch.from_numpy(index).to(self.device),

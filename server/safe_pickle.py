@@ -176,9 +176,9 @@ def build_array(where: str, shape: Any, dtype: np.dtype, raw: Any, fortran: bool
                 limits: PickleLimits) -> np.ndarray:
     """An array from raw bytes of exactly the size its shape and dtype need (no copy)."""
     if not (isinstance(shape, tuple) and len(shape) <= limits.max_array_dims
-            and all(type(n) is int and n >= 0 for n in shape)):
+            and all(type(n) is int and 0 <= n < 2**31 for n in shape)):
         raise UnsafePickleError(f"{where} has array shape {describe(shape)}; expected a tuple of at most "
-                                f"{limits.max_array_dims} non-negative integers")
+                                f"{limits.max_array_dims} integers from 0 to 2**31-1")
     if not isinstance(raw, (bytes, bytearray)):
         raise UnsafePickleError(f"{where} has array data of type {type(raw).__name__}; expected bytes")
     need = math.prod(shape) * dtype.itemsize

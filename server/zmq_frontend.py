@@ -83,7 +83,10 @@ class ZmqFrontend:
         self.service = service
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # per frame: libzmq has no per-message cap
+        # Messages queued per peer beyond those in flight: libzmq's default (1000) would let one client
+        # park up to 1000 x the message cap in our memory.
+        self._sock.setsockopt(zmq.RCVHWM, max_inflight)
         self._sock.setsockopt(zmq.LINGER, 2000)
         # connection events, read without blocking before each message (see the module docstring)
         monitor_addr = f"inproc://nitrogen-zmq-monitor-{id(self)}"
@@ -199,7 +202,8 @@ class ZmqFrontend:
         self._drain_monitor()
         if self._serials.get(fd) != serial:  # the connection left: its routing id may be someone else's now
             log.info("%s left before its reply", key)
-            self._connection_closed(serial)  # and whatever this request created for it goes too
+            self._connection_closed(serial)
+            self.service.client_closed(key)  # the session this request created after the disconnect, too
             return
         try:
             await self._sock.send_multipart([*envelope, reply])

@@ -27,4 +27,5 @@ class EngineOptions(BaseModel):
         "default: on for CUDA, off elsewhere")
     warmup: bool = Field(True, description="run dummy predicts at start so the first request is not slow")
     fuse_qkv: bool = Field(True, description="one GEMM for q/k/v (self-attention) and k/v (cross-attention)")
-    cpu_onednn: bool = Field(True, description="oneDNN linear layers on CPU (float32; ~1.8x faster at 18 rows)")
+    cpu_onednn: bool = Field(True, description="oneDNN-prepacked linear layers on CPU (float32 ~1.8x faster at "
+                             "18 rows; bf16 mode ~2x faster than autocast's)")

@@ -22,7 +22,14 @@ import numpy as np
 
 from .config import ServerSettings
 from .errors import log_failure
-from .images import EncodedFrame, PendingDecode, apply_resize_mode, frame_to_rgb, is_encoded, prepare_frame
+from .images import (
+    RAW_FRAME_BYTES,
+    EncodedFrame,
+    PendingDecode,
+    apply_resize_mode,
+    is_encoded,
+    prepare_frame,
+)
 from .protocol import (
     ErrorResult,
     InfoRequest,
@@ -36,10 +43,9 @@ from .protocol import (
 )
 from .sessions import SessionRegistry
 
-__all__ = ["PolicyService", "frame_to_rgb"]
+__all__ = ["PolicyService"]
 log = logging.getLogger("nitrogen_server.service")
 PRED_KEYS = ("j_left", "j_right", "buttons")
-RAW_256 = 256 * 256 * 3
 KINDS = {PredictRequest: "predict", ResetRequest: "reset", InfoRequest: "info"}
 Decoder = Callable[[], Request]
 
@@ -119,8 +125,8 @@ class PolicyService:
     def _cheap_to_prepare(image: Any) -> bool:
         """Arrays and the default raw 256x256 payload need no decoding: skip the thread hop (~0.2 ms)."""
         if isinstance(image, np.ndarray):
-            return image.nbytes <= RAW_256
-        return isinstance(image, EncodedFrame) and len(image.data) == RAW_256 and not is_encoded(image.data)
+            return image.nbytes <= RAW_FRAME_BYTES
+        return isinstance(image, EncodedFrame) and len(image.data) == RAW_FRAME_BYTES and not is_encoded(image.data)
 
     def _prepare_and_submit(self, session: Any, request: PredictRequest) -> Future | PendingDecode:
         """Frame -> RGB -> square -> session.submit; a heavy image comes back undecoded instead."""

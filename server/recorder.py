@@ -270,6 +270,16 @@ class RequestRecorder:
                 os.replace(tmp, part)
             else:
                 part.unlink()
+                self._drop_session_dir(part.parent)
+
+    def _drop_session_dir(self, session_dir: Path) -> None:
+        """An emptied session directory goes too (with its bookkeeping): a client naming a new session
+        per request must not leave directories, or memory, behind."""
+        try:
+            session_dir.rmdir()  # only if empty: a file someone else put there keeps it
+        except OSError:
+            return
+        self._parts.pop(session_dir, None)
 
     def _scan_old_runs(self) -> list[tuple[Path, int]]:
         runs = [p for p in self.root.iterdir() if p.is_dir() and RUN_NAME.match(p.name)]

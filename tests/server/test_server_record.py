@@ -123,6 +123,21 @@ def test_the_cap_holds_and_the_oldest_go_first(tmp_path, server_errors):
         np.testing.assert_array_equal(png(ln["dir"] / ln["received"]), frame(100 + ln["request"]["seed"]))
 
 
+def test_a_new_session_per_request_leaves_no_directories_behind(tmp_path, server_errors):
+    """Pruned sessions take their directories with them: names cannot pile up past the cap."""
+    rec = tmp_path / "rec"
+    with ServerThread(server_settings(record=rec, record_max_mb=1.0)) as srv, TcpClient(srv.tcp_port) as tcp:
+        for i in range(15):  # ~200 KB each: most are pruned
+            header = {"type": "predict", "seed": i, "session": f"throwaway-{i}"}
+            assert tcp.request(header, frame(200 + i).tobytes())["status"] == "ok"
+        recorder = srv.server.service.recorder
+        recorder.close()  # flush the writer before counting
+        kept = {ln["dir"] for ln in records(rec)}
+        session_dirs = [p for p in rec.glob("*/*") if p.is_dir()]
+        assert 1 <= len(kept) < 15 and sorted(session_dirs) == sorted(kept)
+        assert len(recorder._parts) == len(kept)
+
+
 HOSTILE = ["../../escape", "/etc/passwd", "..", ".", "a/../../b", "C:\\Windows\\x", "con", "名前", "a\u0000b",
            "x" * 128, "../" * 40, "named:..", "~root", "$HOME", "a\nb"]
 

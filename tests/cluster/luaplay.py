@@ -118,6 +118,9 @@ def check_episode(ep: Episode, system: str, reference: Reference, repeat: int, s
     return checked
 
 
+FRAME_S = 1 / 60
+
+
 class LuaPlayer:
     """One BizHawk 'emulator': plays golden episodes through `port` until told to stop."""
 
@@ -126,8 +129,7 @@ class LuaPlayer:
         self.harness = Harness(lua, folder)
         self.system, self.frames, self.steps = system, frames, steps
         self.config: dict[str, Any] = {"port": port, "max_steps": steps, "seed_base": SEED_BASE,
-                                       "resize_mode": "stretch", "reply_timeout": 10, "retry_min_frames": 5,
-                                       "retry_max_frames": 30}
+                                       "resize_mode": "stretch", "reply_timeout": 10}  # retry: the defaults
         self.episodes: list[Episode] = []
         self.problems: list[str] = []
         self.answered = 0
@@ -138,7 +140,10 @@ class LuaPlayer:
             for _ in range(max_episodes):
                 if stop.is_set():
                     return
-                run = self.harness.run(self.system, self.config, frames=self.frames, timeout=90)
+                # Frames at 60 fps, as in an emulator: the script's reconnect back-off (30 frames) is then
+                # half a second, and a retry cannot land on a SIGKILLed replica's still-open listener.
+                run = self.harness.run(self.system, self.config, frames=self.frames, timeout=90,
+                                       frame_sleep=FRAME_S)
                 episode = parse_episode(run)
                 self.episodes.append(episode)
                 self.answered += len(episode.chunks)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -16,7 +15,7 @@ for path in (REPO / "clients" / "python" / "src", REPO / "tests" / "lua"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from luaharness import find_lua
+from luaharness import find_lua, write_frames
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +26,4 @@ def lua_exe() -> str:
 @pytest.fixture(scope="session")
 def golden_pngs(golden, tmp_path_factory) -> Path:
     """tiny-a's frames as frame_0.png ... (what the BizHawk screenshot stub hands the script)."""
-    g = golden("tiny-a")
-    folder = tmp_path_factory.mktemp("cluster_golden_frames")
-    for i in range(int(g["n_steps"])):
-        Image.fromarray(g[f"image_{i}"]).save(folder / f"frame_{i}.png")
-    return folder
+    return write_frames(golden("tiny-a"), tmp_path_factory.mktemp("cluster_golden_frames"))

@@ -8,27 +8,21 @@ import json
 import socket
 import threading
 
+from fakeserver import LoopbackListener
 
-class Relay:
+
+class Relay(LoopbackListener):
     def __init__(self, upstream_port: int):
+        super().__init__()
         self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.requests: list[tuple[dict, bytes]] = []
         self.replies: list[dict] = []
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
-    def _accept(self) -> None:
-        self.listener.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            server = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, server, self._requests), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, self._replies), daemon=True).start()
+    def on_connection(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.upstream_port))
+        threading.Thread(target=self._pump, args=(server, client, self._replies), daemon=True).start()
+        self._pump(client, server, self._requests)
 
     def _pump(self, src: socket.socket, dst: socket.socket, parse) -> None:
         data = b""
@@ -60,7 +54,3 @@ class Relay:
             line, data = data.split(b"\n", 1)
             self.replies.append(json.loads(line))
         return data
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()

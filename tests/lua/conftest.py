@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from fakeserver import fake  # noqa: F401 - the fixture, shared with tests/emulator
-from luaharness import EVAL, SCRIPT, Harness, ServerProcess, find_lua
-from PIL import Image
+from luaharness import EVAL, SCRIPT, Harness, ServerProcess, find_lua, write_frames
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +45,7 @@ def tiny_server(golden_dir):
 @pytest.fixture(scope="session")
 def golden_frames(golden, tmp_path_factory) -> Path:
     """The tiny-a frames as PNG files frame_0.png ... (what the screenshot stub hands the script)."""
-    g = golden("tiny-a")
-    folder = tmp_path_factory.mktemp("golden_frames")
-    for i in range(int(g["n_steps"])):
-        Image.fromarray(g[f"image_{i}"]).save(folder / f"frame_{i}.png")
-    return folder
+    return write_frames(golden("tiny-a"), tmp_path_factory.mktemp("golden_frames"))
 
 
 @pytest.fixture

@@ -14,22 +14,19 @@ import pytest
 SOUTH = 18  # index of SOUTH (Xbox A) among the model's 21 buttons
 
 
-class FakeServer:
-    """mode "reply": answer each predict with `reply` (a dict, sent as one JSON line);
-    "silent": read requests, never answer; "stall": accept, never read (the client's send fills up);
-    "close": read one request, then close the connection."""
+class LoopbackListener:
+    """A listener on 127.0.0.1 (any free port) handing each connection to `on_connection` on a thread
+    of its own, until `stop()`. Subclasses set up their state, then call `start()`."""
 
-    def __init__(self, mode: str, reply: dict | None = None):
-        assert mode in ("reply", "silent", "stall", "close"), mode
-        self.mode, self.reply = mode, reply
+    def __init__(self, recv_buffer: int | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
-        if mode == "stall":  # small buffers so that a client's send blocks soon
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if recv_buffer is not None:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
         self.port = self.listener.getsockname()[1]
-        self.headers: list[dict] = []
         self.connections = 0
-        self.closed_by_client = 0  # connections that reached EOF: the client closed its socket
         self._stop = threading.Event()
+
+    def start(self) -> None:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -40,9 +37,30 @@ class FakeServer:
             except (TimeoutError, OSError):
                 continue
             self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.on_connection, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def on_connection(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+
+class FakeServer(LoopbackListener):
+    """mode "reply": answer each predict with `reply` (a dict, sent as one JSON line);
+    "silent": read requests, never answer; "stall": accept, never read (the client's send fills up);
+    "close": read one request, then close the connection."""
+
+    def __init__(self, mode: str, reply: dict | None = None):
+        assert mode in ("reply", "silent", "stall", "close"), mode
+        super().__init__(recv_buffer=4096 if mode == "stall" else None)  # stall: a client's send blocks soon
+        self.mode, self.reply = mode, reply
+        self.headers: list[dict] = []
+        self.closed_by_client = 0  # connections that reached EOF: the client closed its socket
+        self.start()
+
+    def on_connection(self, conn: socket.socket) -> None:
         with conn:
             if self.mode == "stall":
                 self._stop.wait()
@@ -83,9 +101,6 @@ class FakeServer:
             time.sleep(0.02)
         return self.closed_by_client >= self.connections > 0
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()
 
 
 def canned_reply(**extra) -> dict:

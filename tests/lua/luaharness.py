@@ -20,6 +20,15 @@ import numpy as np
 from nitrogen import BUTTON_NAMES
 
 
+def write_frames(g: dict, folder: Path) -> Path:
+    """A golden case's frames as frame_0.png ... (what the BizHawk screenshot stub hands the script)."""
+    from PIL import Image
+
+    for i in range(int(g["n_steps"])):
+        Image.fromarray(g[f"image_{i}"]).save(folder / f"frame_{i}.png")
+    return folder
+
+
 def find_lua() -> str:
     """lua5.4 with LuaSocket, or an assertion naming the packages to install (never a skip)."""
     import shutil

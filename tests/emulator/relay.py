@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 
-from fakeserver import LoopbackListener
+from fakeserver import LoopbackListener, split_requests
 
 
 class Relay(LoopbackListener):
@@ -39,14 +39,8 @@ class Relay(LoopbackListener):
                 pass
 
     def _requests(self, data: bytes) -> bytes:
-        while b"\n" in data:
-            line, rest = data.split(b"\n", 1)
-            header = json.loads(line)
-            size = int(header.get("len", 0))
-            if len(rest) < size:
-                return data
-            self.requests.append((header, rest[:size]))
-            data = rest[size:]
+        requests, data = split_requests(data)
+        self.requests += requests
         return data
 
     def _replies(self, data: bytes) -> bytes:

@@ -14,6 +14,21 @@ import pytest
 SOUTH = 18  # index of SOUTH (Xbox A) among the model's 21 buttons
 
 
+def split_requests(data: bytes) -> tuple[list[tuple[dict, bytes]], bytes]:
+    """Complete (header, payload) requests at the front of `data` (payload of the header's `len`
+    bytes, none without it), and the bytes left over."""
+    out = []
+    while b"\n" in data:
+        line, rest = data.split(b"\n", 1)
+        header = json.loads(line)
+        size = int(header.get("len", 0))
+        if len(rest) < size:
+            break
+        out.append((header, rest[:size]))
+        data = rest[size:]
+    return out, data
+
+
 class LoopbackListener:
     """A listener on 127.0.0.1 (any free port) handing each connection to `on_connection` on a thread
     of its own, until `stop()`. Subclasses set up their state, then call `start()`."""
@@ -83,14 +98,9 @@ class FakeServer(LoopbackListener):
                     return
 
     def _requests(self, conn: socket.socket, data: bytes) -> bytes:
-        while b"\n" in data:
-            line, rest = data.split(b"\n", 1)
-            header = json.loads(line)
-            size = int(header.get("len", 0))
-            if len(rest) < size:
-                return data
+        requests, data = split_requests(data)
+        for header, _payload in requests:
             self.headers.append(header)
-            data = rest[size:]
             if self.mode == "reply":
                 conn.sendall(json.dumps(self.reply).encode() + b"\n")
         return data

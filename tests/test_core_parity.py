@@ -145,7 +145,7 @@ def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name,
     """The golden towers are too small for the oneDNN swap; force it so its numerics are checked
     (bf16: the prepacked bf16 GEMM must give autocast's bits, so the original's bf16 vectors)."""
     import nitrogen.onednn
-    from nitrogen.onednn import OneDNNLinear, OneDNNLinearBF16
+    from nitrogen.onednn import OneDNNLinear, OneDNNLinearBF16, bf16_supported
 
     monkeypatch.setattr(nitrogen.onednn, "ONEDNN_MIN_WEIGHTS", 0)
     g = golden(name)
@@ -154,7 +154,11 @@ def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name,
                                                cfg_scale=float(g["cfg_scale"]),
                                                options=EngineOptions(warmup=False))
     layer = OneDNNLinear if dtype == "float32" else OneDNNLinearBF16
-    assert sum(isinstance(m, layer) for m in session.engine.model.modules()) > 50
+    swapped = sum(isinstance(m, layer) for m in session.engine.model.modules())
+    if dtype == "float32" or bf16_supported():
+        assert swapped > 50
+    else:  # no bf16 oneDNN kernels on this CPU (AVX2 only): the engine keeps autocast's own linears
+        assert swapped == 0
     atol = 1e-4 if dtype == "float32" else bf16_tolerance(torch.device("cpu"))
     for i in range(int(g["n_steps"])):
         got = session.predict_raw(g[f"image_{i}"], seed=int(g["seed"]) + i)

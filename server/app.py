@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from .config import ServerSettings
+from .http_view import HttpView, start_http_view
 from .metrics import ServerMetrics, start_metrics
 from .recorder import start_recorder
 from .service import PolicyService
@@ -43,6 +44,7 @@ class NitrogenServer:
         self.tcp: TcpFrontend | None = None
         self._expiry: asyncio.Task | None = None
         self.metrics: ServerMetrics | None = None
+        self.http: HttpView | None = None
 
     @property
     def engines(self) -> list[Any]:
@@ -62,7 +64,8 @@ class NitrogenServer:
         s = self.settings
         self.service = PolicyService(self.engine, s)
         log.info("model ready: %s", _describe_info(self.service.default_info))
-        self.metrics = start_metrics(self)  # None unless --metrics-port
+        self.metrics = start_metrics(self)  # None unless --http-port (or its old name --metrics-port)
+        self.http = start_http_view(self)  # the same: /, /api/sessions, /events, /metrics
         self.service.recorder = start_recorder(s)  # None unless --record
         self.tcp = TcpFrontend(self.service, s)
         await self.tcp.start()
@@ -86,6 +89,8 @@ class NitrogenServer:
             self._expiry.cancel()
         if self.service:
             self.service.close()
+        if self.http:
+            await asyncio.to_thread(self.http.close)
         if self.metrics:
             self.metrics.close()
         if self.service and self.service.recorder:

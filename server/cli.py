@@ -1,4 +1,4 @@
-"""`nitrogen-server` command: serve (default), `healthcheck` or `selfcheck`.
+"""`nitrogen-server` command: serve (default), `healthcheck`, `selfcheck` or `render`.
 
 The flags are pydantic-settings' own CLI over ServerSettings (kebab-case, `--no-...` for switches, the
 NITROGEN_* variable beside each in `--help`), so the flags, the variables and the docs cannot drift
@@ -34,7 +34,8 @@ class ServeCommand(ServerSettings):
     Serve the NitroGen policy on a ZeroMQ+pickle port and a newline-JSON TCP port. Every option is also
     an environment variable NITROGEN_<OPTION> (e.g. NITROGEN_TCP_PORT=6000); the command line wins.
     Other commands: `nitrogen-server healthcheck --help` (is a running server answering?) and
-    `nitrogen-server selfcheck --help` (does this machine compute what the model should?).
+    `nitrogen-server selfcheck --help` (does this machine compute what the model should?) and
+    `nitrogen-server render --help` (a --record directory as a video).
     """
 
     checkpoint_arg: CliPositionalArg[str | None] = Field(
@@ -154,12 +155,23 @@ def selfcheck(argv: Sequence[str]) -> int:
     return selfcheck_main(list(argv))
 
 
+def render(argv: Sequence[str]) -> int:
+    """`nitrogen-server render DIR [-o FILE.mp4] [--session KEY]`: a --record directory as a video."""
+    from .render import RenderSettings, run_render
+
+    settings = parse_command(RenderSettings, RenderSettings, argv, prog="nitrogen-server render")
+    setup_logging("info")
+    return run_render(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "healthcheck":
         return healthcheck(argv[1:])
     if argv and argv[0] == "selfcheck":
         return selfcheck(argv[1:])
+    if argv and argv[0] == "render":
+        return render(argv[1:])
     settings = settings_from_args(argv)
     setup_logging(settings.log_level)
     if "NITROGEN_BF16" in os.environ:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nitrogen.frames import MAX_SIDE
@@ -55,7 +55,10 @@ class ServerSettings(BaseSettings, EngineOptions):
         None, description="record every predict (frames, parameters, reply, timings) under this directory; None: off")
     record_max_mb: float = Field(1024.0, gt=0, description="cap of the recording; the oldest records go first")
     shutdown_grace_s: float = Field(8.0, gt=0, le=60, description="how long SIGTERM waits for in-flight work")
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics HTTP port on --host (0: any free port); None: off")
+    http_port: int | None = Field(None, ge=0, le=65535, description="HTTP port on --host: the live view (/), "
+                                  "/api/sessions and Prometheus /metrics (0: any free port); None: off")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="the old name of --http-port (the same "
+                                     "listener); None: off")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -63,10 +66,22 @@ class ServerSettings(BaseSettings, EngineOptions):
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("device", "adapter", "game", "ctx", "old_layout", "dtype", "steps", "gpu_preprocess", "record",
-                     "metrics_port", mode="before")
+                     "metrics_port", "http_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_http_port(self) -> ServerSettings:
+        if None not in (self.http_port, self.metrics_port) and self.http_port != self.metrics_port:
+            raise ValueError(f"--metrics-port ({self.metrics_port}) is the old name of --http-port "
+                             f"({self.http_port}): one listener serves both; give --http-port only")
+        return self
+
+    @property
+    def http_listen_port(self) -> int | None:
+        """Where the HTTP listener goes: --http-port, else its old name --metrics-port; None: off."""
+        return self.http_port if self.http_port is not None else self.metrics_port
 
     @property
     def engine_options(self) -> EngineOptions:

@@ -191,6 +191,14 @@ def apply_resize_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
     raise ImageError(f"resize_mode {describe(mode)} is not one of {', '.join(RESIZE_MODES)}")
 
 
+def model_view(rgb: np.ndarray, resize_mode: str, side: int = RAW_SIDE) -> np.ndarray:
+    """The side x side frame the model saw: the client's resize_mode, then the model's own resize (for
+    what shows it afterwards, the recording and the live view; never on the request path)."""
+    from nitrogen.preprocess import resize_rgb  # loads torch: the server has it already
+
+    return resize_rgb(np.ascontiguousarray(apply_resize_mode(rgb, resize_mode)), side)
+
+
 # ---- pickled PIL images (ZeroMQ) ----------------------------------------------------------------------
 
 PIL_MODES = {"1": 0, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "RGBA": 4, "RGBX": 4}  # bytes per pixel

@@ -1,6 +1,7 @@
 """Prometheus metrics: what an operator steers by (load, latency, batching, memory), on /metrics.
 
-Off unless `--metrics-port` is given. Every server gets its own registry, so several servers in one
+Off unless `--http-port` (or its old name `--metrics-port`) is given; server/http_view.py serves them
+on that listener. Every server gets its own registry, so several servers in one
 process (tests, notebooks) never share or clash over counters. Values that are cheap to read at
 scrape time (queue depth, sessions, device memory) are read then, by a collector, instead of being
 pushed on every change.
@@ -9,13 +10,18 @@ pushed on every change.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from .protocol import ErrorResult
@@ -82,7 +88,7 @@ class _ScrapeTimeCollector(Collector):
 
 
 class ServerMetrics:
-    """The server's metrics and their HTTP endpoint; `request_done` is PolicyService's hook."""
+    """The server's metrics; `request_done` is PolicyService's hook, `exposition` what /metrics serves."""
 
     def __init__(self, engines: Sequence[Any], sessions_open: Callable[[], int],
                  info: Mapping[str, str] | None = None) -> None:
@@ -110,9 +116,6 @@ class ServerMetrics:
         self._closed = False
         for (index, device), engine in zip(engine_labels(self._engines), self._engines):
             engine.add_batch_listener(self._batch_listener(index, device))
-        self._http: Any = None
-        self._http_thread: threading.Thread | None = None
-        self.port: int | None = None
 
     def _batch_listener(self, index: str, device: str) -> Callable[[int, float], None]:
         size = self.batch_size.labels(index, device)
@@ -144,40 +147,27 @@ class ServerMetrics:
             if ms is not None:
                 histogram.observe(float(ms) / 1000)
 
-    def start_http(self, host: str, port: int) -> int:
-        """Serve /metrics on host:port (0: any free port) from a daemon thread; returns the port."""
-        self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
-        self.port = int(self._http.server_address[1])
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
-        return self.port
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format of every metric now, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def close(self) -> None:
-        """Stop the HTTP endpoint and stop observing the engines."""
+        """Stop observing the engines."""
         self._closed = True
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
 
 def start_metrics(server: Any) -> ServerMetrics | None:
-    """The metrics for a NitrogenServer whose service exists, serving HTTP if `metrics_port` is set.
+    """The metrics for a NitrogenServer whose service exists, if it has an HTTP port to serve them on.
 
     Takes every engine the server runs (`server.engines`, or the one `server.engine`).
     """
     settings = server.settings
-    port = getattr(settings, "metrics_port", None)
-    if port is None:
+    if settings.http_listen_port is None:
         return None
     engines = list(getattr(server, "engines", None) or [server.engine])
     service = server.service
     info = {"checkpoint": str(settings.checkpoint),
             "devices": ",".join(device for _, device in engine_labels(engines))}
     metrics = ServerMetrics(engines, lambda: len(service.sessions), info)
-    try:
-        metrics.start_http(settings.host, port)
-    except OSError as exc:
-        metrics.close()
-        raise OSError(exc.errno, f"metrics port {settings.host}:{port}: {exc.strerror}") from exc
     service.on_request = metrics.request_done
     return metrics

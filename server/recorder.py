@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .images import EncodedFrame, PickledImage, apply_resize_mode, frame_to_rgb
+from .images import EncodedFrame, PickledImage, frame_to_rgb, model_view
 from .protocol import PredictRequest, Response, to_wire_dict
 
 log = logging.getLogger("nitrogen_server.recorder")
@@ -154,6 +154,10 @@ class RequestRecorder:
                 return
             self._queued_bytes += size
 
+    def is_alive(self) -> bool:
+        """False once the writer thread has ended (after close, or because it failed)."""
+        return self._thread.is_alive()
+
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, stop the writer and log a summary."""
         with self._lock:
@@ -196,7 +200,7 @@ class RequestRecorder:
         }
         try:
             received = frame_to_rgb(request.image, self.max_image_side)
-            seen = self._model_input(received, request.resize_mode)
+            seen = model_view(received, request.resize_mode, MODEL_SIDE)
             images = {f"{job.seq:06d}-received.png": _png(received), f"{job.seq:06d}-model.png": _png(seen)}
             line["received_size"] = [int(received.shape[1]), int(received.shape[0])]
         except ValueError as exc:  # the reply says the same: the frame could not be used
@@ -224,13 +228,6 @@ class RequestRecorder:
         self._stored.append(_Stored(job.seq, part, [session_dir / n for n in names], nbytes))
         self._total += nbytes
         self.written += 1
-
-    @staticmethod
-    def _model_input(received: np.ndarray, resize_mode: str) -> np.ndarray:
-        """The frame as the model sees it: the client's resize_mode, then the library's own resize."""
-        from nitrogen.preprocess import resize_rgb  # loads torch: the server has it already
-
-        return resize_rgb(np.ascontiguousarray(apply_resize_mode(received, resize_mode)), MODEL_SIDE)
 
     def _session_dir(self, session_key: str) -> Path:
         path = self.run_dir / safe_dir_name(session_key)

@@ -70,6 +70,8 @@ class PolicyService:
         self.on_request: Callable[[str, str, Response, float], None] | None = None
         # with --record, app.py sets this: it queues each predict for writing after the reply (server/recorder.py)
         self.recorder: Any = None
+        # with --http-port, app.py sets this: the live view's last frame and reply per session (server/live.py)
+        self.live: Any = None
 
     def _new_session(self, cfg_scale: float | None = None, context_length: int | None = None,
                      game: str | int | None = None, steps: int | None = None) -> Any:
@@ -119,6 +121,8 @@ class PolicyService:
             self.on_request(client_key, kind, response, ms / 1000)
         if self.recorder is not None and isinstance(request, PredictRequest):
             self.recorder.submit(client_key, key, request, response, ms / 1000)
+        if self.live is not None and isinstance(request, PredictRequest):
+            self.live.submit(key, request, response)
         return response
 
     @staticmethod

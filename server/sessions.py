@@ -45,6 +45,15 @@ class SessionRegistry:
     def get(self, key: str) -> SessionEntry | None:
         return self._entries.get(key)
 
+    @property
+    def max_sessions(self) -> int:
+        return self._max
+
+    def entries(self) -> list[SessionEntry]:
+        """The sessions now; safe from another thread (the live view's): list() of a dict view runs
+        in C without releasing the GIL, so it never sees the dict mid-change."""
+        return list(self._entries.values())
+
     def create(self, key: str, **overrides: Any) -> SessionEntry:
         """A new session for `key` (replacing any old one); ValueError for settings the model refuses."""
         if key not in self._entries and len(self._entries) >= self._max:

@@ -41,7 +41,7 @@ class ServerProcess:
         assert exe, f"nitrogen-server is not installed next to {sys.executable} (pip install -e .)"
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         cmd = [exe, "--checkpoint", checkpoint, "--device", "cpu", "--host", HOST, "--zmq-port", "0",
-               "--tcp-port", "0", "--metrics-port", "0", "--no-warmup", *extra]
+               "--tcp-port", "0", "--http-port", "0", "--no-warmup", *extra]
         self.name = name
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                      cwd=REPO)

@@ -25,7 +25,7 @@ def settings(checkpoint: str, **extra: object) -> ServerSettings:
 
 @pytest.fixture(scope="module")
 def server(golden_dir) -> Iterator[ServerThread]:
-    with ServerThread(settings(str(golden_dir / "tiny-a.pt"), metrics_port=0)) as srv:
+    with ServerThread(settings(str(golden_dir / "tiny-a.pt"), http_port=0)) as srv:
         yield srv
 
 
@@ -62,7 +62,7 @@ class Zmq:
 
 def test_scrape_counts_what_was_sent(server, golden):
     g = golden("tiny-a")
-    port = server.server.metrics.port
+    port = server.server.http.port
     before = scrape(port)
     assert value(before, "nitrogen_requests_total") == 0
     assert value(before, "nitrogen_sessions_open") == 0
@@ -119,10 +119,11 @@ def test_metrics_are_off_unless_asked(golden_dir):
 
 
 def test_metrics_port_in_use_is_named(golden_dir, server):
-    """A taken --metrics-port stops the start with an error naming it; the other server is unharmed."""
-    taken = server.server.metrics.port
+    """A taken port (here by its old name, --metrics-port) stops the start with an error naming it; the
+    other server is unharmed."""
+    taken = server.server.http.port
     thread = ServerThread(settings(str(golden_dir / "tiny-a.pt"), metrics_port=taken))
-    with pytest.raises(RuntimeError, match=f"metrics port {HOST}:{taken}"):
+    with pytest.raises(RuntimeError, match=f"http port {HOST}:{taken}"):
         thread.start()
     thread.stop()
     assert ("nitrogen_sessions_open", ()) in scrape(taken)

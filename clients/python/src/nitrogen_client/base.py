@@ -12,9 +12,13 @@ import numpy as np
 from .errors import ProtocolError, ServerError
 from .wire import BUTTON_NAMES, PRED_WIDTHS, SERVER_TIMING, SERVER_TIMING_KEYS
 
-__all__ = ["BUTTON_NAMES", "PolicyClient", "Prediction", "check_reply", "parse_prediction", "parse_timing"]
+__all__ = ["BUTTON_NAMES", "WAIT_SLICE_S", "PolicyClient", "Prediction", "check_reply", "parse_prediction", "parse_timing"]
 
 _C = TypeVar("_C", bound="PolicyClient")
+
+WAIT_SLICE_S = 0.1
+"""Longest single blocking wait in a client: on Windows a blocked receive cannot be interrupted, so
+Ctrl+C takes effect only when the wait returns; waiting in slices keeps that under this."""
 
 Prediction = dict[str, np.ndarray]
 """``{"j_left": (H, 2), "j_right": (H, 2), "buttons": (H, 21)}``, all float32."""

@@ -1,17 +1,23 @@
 """Port 5556 client: one JSON header line + a binary payload per request, one JSON line per reply.
 
 The socket is opened lazily and dropped on any timeout or I/O error: a half-read reply would
-desynchronise every later one, so the next call simply starts a fresh connection.
+desynchronise every later one, so the next call simply starts a fresh connection. Every wait (connect,
+send, receive) runs in WAIT_SLICE_S slices, so Ctrl+C stops a Windows player within one. IPv4
+addresses are tried first: the server listens on IPv4, and Windows, which lists ``::1`` first for
+``localhost``, spends about 2 s on each refused IPv6 connect before trying 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import select
 import socket
+import time
 from typing import Any, Literal
 
-from .base import PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
+from .base import WAIT_SLICE_S, PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
 from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
 from .images import encode_png, to_rgb_array
 from .wire import DEFAULT_RESIZE_MODE, RESIZE_MODES, TCP_PORT, ResizeMode
@@ -19,6 +25,52 @@ from .wire import DEFAULT_RESIZE_MODE, RESIZE_MODES, TCP_PORT, ResizeMode
 log = logging.getLogger(__name__)
 
 Encoding = Literal["png", "raw"]
+_IN_PROGRESS = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, 10035}  # 10035: WSAEWOULDBLOCK
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return min(remaining, WAIT_SLICE_S)
+
+
+def _connect_one(info: tuple[Any, ...], deadline: float) -> socket.socket:
+    """A non-blocking connect watched in slices (a blocking one cannot be interrupted on Windows)."""
+    family, kind, proto, _, addr = info
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        if err not in _IN_PROGRESS:
+            raise OSError(err, f"connect to {addr[0]} port {addr[1]} failed (error {err})")
+        while True:
+            _, writable, failed = select.select([], [sock], [sock], _left(deadline))
+            if writable or failed:
+                break
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {addr[0]} port {addr[1]} failed (error {err})")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def connect_ipv4_first(host: str, port: int, timeout_s: float) -> socket.socket:
+    """Connect to the first address of ``host`` that answers, IPv4 ones first, within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # stable: keeps the resolver's order within
+    error: OSError | None = None
+    for info in infos:
+        try:
+            return _connect_one(info, deadline)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            error = exc
+    raise error or OSError(f"{host} has no address")
 
 
 class TcpClient(PolicyClient):
@@ -68,7 +120,7 @@ class TcpClient(PolicyClient):
     def _connect(self) -> socket.socket:
         if self._sock is None:
             try:
-                sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+                sock = connect_ipv4_first(self.host, self.port, self.timeout_s)
             except TimeoutError:
                 raise ServerTimeout(
                     f"connecting to {self.address} timed out after {self.timeout_s:g} s"
@@ -78,7 +130,6 @@ class TcpClient(PolicyClient):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock
             self._buffer.clear()
-        self._sock.settimeout(self.timeout_s)
         return self._sock
 
     def _drop(self) -> None:
@@ -91,7 +142,16 @@ class TcpClient(PolicyClient):
         self._sock = None
         self._buffer.clear()
 
-    def _read_line(self, sock: socket.socket) -> bytes:
+    def _send_all(self, sock: socket.socket, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            sock.settimeout(_left(deadline))
+            try:
+                view = view[sock.send(view) :]
+            except TimeoutError:
+                continue
+
+    def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
         """Read up to the next newline, over as many recv calls as it takes; keep what follows."""
         while True:
             end = self._buffer.find(b"\n")
@@ -103,7 +163,11 @@ class TcpClient(PolicyClient):
                 raise ProtocolError(
                     f"reply from {self.address} exceeds {self.max_reply_bytes} bytes without a newline"
                 )
-            chunk = sock.recv(65536)
+            sock.settimeout(_left(deadline))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
             if not chunk:
                 raise TransportError(f"{self.address} closed the connection before a full reply line")
             self._buffer += chunk
@@ -117,9 +181,10 @@ class TcpClient(PolicyClient):
             header = {**header, "session": self.session}
         sock = self._connect()
         data = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        deadline = time.monotonic() + self.timeout_s
         try:
-            sock.sendall(data + payload)  # one write: header and payload leave together
-            line = self._read_line(sock)
+            self._send_all(sock, data + payload, deadline)  # header and payload leave together
+            line = self._read_line(sock, deadline)
         except TimeoutError:
             self._drop()
             raise ServerTimeout(

@@ -39,6 +39,14 @@ class Rect:
 
 
 @dataclass(frozen=True)
+class Monitor:
+    """A display: ``device`` is its GDI name (``\\\\.\\DISPLAY2``), the name DXGI (dxcam) outputs carry too."""
+
+    device: str
+    rect: Rect
+
+
+@dataclass(frozen=True)
 class GameWindow:
     hwnd: int
     pid: int
@@ -100,12 +108,13 @@ def _win32() -> SimpleNamespace:
             ("szExeFile", wintypes.WCHAR * 260),
         ]
 
-    class MONITORINFO(ctypes.Structure):
+    class MONITORINFO(ctypes.Structure):  # MONITORINFOEXW: szDevice is the name DXGI outputs carry
         _fields_ = [
             ("cbSize", wintypes.DWORD),
             ("rcMonitor", wintypes.RECT),
             ("rcWork", wintypes.RECT),
             ("dwFlags", wintypes.DWORD),
+            ("szDevice", wintypes.WCHAR * 32),
         ]
 
     enum_proc = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
@@ -126,6 +135,14 @@ def _win32() -> SimpleNamespace:
         (u32.ClientToScreen, BOOL, [HWND, ctypes.POINTER(wintypes.POINT)]),
         (u32.MonitorFromWindow, HANDLE, [HWND, DWORD]),
         (u32.GetMonitorInfoW, BOOL, [HANDLE, ctypes.POINTER(MONITORINFO)]),
+        (u32.IsIconic, BOOL, [HWND]),
+        (u32.IsWindow, BOOL, [HWND]),
+        (u32.GetForegroundWindow, HWND, []),
+        (u32.SetForegroundWindow, BOOL, [HWND]),
+        (u32.ShowWindow, BOOL, [HWND, ctypes.c_int]),
+        (k32.OpenProcess, HANDLE, [DWORD, BOOL, DWORD]),
+        (k32.IsWow64Process, BOOL, [HANDLE, ctypes.POINTER(BOOL)]),
+        (k32.QueryFullProcessImageNameW, BOOL, [HANDLE, DWORD, wintypes.LPWSTR, ctypes.POINTER(DWORD)]),
     ]
     for fn, restype, argtypes in protos:
         fn.restype, fn.argtypes = restype, argtypes
@@ -183,8 +200,8 @@ def client_rect(hwnd: int) -> Rect:
     return Rect(origin.x, origin.y, origin.x + rect.right, origin.y + rect.bottom)
 
 
-def monitor_rect(hwnd: int) -> Rect:
-    """The rectangle of the monitor showing most of the window (dxcam regions are monitor-relative)."""
+def monitor_of(hwnd: int) -> Monitor:
+    """The monitor showing most of the window: its device name and desktop rectangle."""
     w = _win32()
     monitor = w.u32.MonitorFromWindow(hwnd, 2)  # MONITOR_DEFAULTTONEAREST
     info = w.MONITORINFO()
@@ -192,7 +209,71 @@ def monitor_rect(hwnd: int) -> Rect:
     if not w.u32.GetMonitorInfoW(monitor, w.ctypes.byref(info)):
         raise OSError(f"GetMonitorInfoW failed for window {hwnd:#x}")
     r = info.rcMonitor
-    return Rect(r.left, r.top, r.right, r.bottom)
+    return Monitor(info.szDevice, Rect(r.left, r.top, r.right, r.bottom))
+
+
+class Win32Window:
+    """The game window as the capture and the player use it. These few methods are all they call,
+    so the tests stand in for this class on any OS."""
+
+    def __init__(self, hwnd: int) -> None:
+        self.hwnd = hwnd
+
+    def client_rect(self) -> Rect:
+        return client_rect(self.hwnd)
+
+    def monitor(self) -> Monitor:
+        return monitor_of(self.hwnd)
+
+    def is_minimized(self) -> bool:
+        return bool(_win32().u32.IsIconic(self.hwnd))
+
+    def is_foreground(self) -> bool:
+        return _win32().u32.GetForegroundWindow() == self.hwnd
+
+    def exists(self) -> bool:
+        return bool(_win32().u32.IsWindow(self.hwnd))
+
+    def bring_to_front(self) -> bool:
+        """Restore the window if minimised and make it the active one (the original player did too).
+        Windows may refuse (focus stealing); False then."""
+        u32 = _win32().u32
+        if u32.IsIconic(self.hwnd):
+            u32.ShowWindow(self.hwnd, 9)  # SW_RESTORE
+        return bool(u32.SetForegroundWindow(self.hwnd)) or self.is_foreground()
+
+
+def _open_process(pid: int) -> int | None:
+    handle = _win32().k32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    return handle or None
+
+
+def process_is_wow64(pid: int) -> bool | None:
+    """True for a 32-bit process on 64-bit Windows, False for a native one, None if not allowed to ask."""
+    w = _win32()
+    handle = _open_process(pid)
+    if handle is None:
+        return None
+    try:
+        flag = w.wt.BOOL()
+        return bool(flag.value) if w.k32.IsWow64Process(handle, w.ctypes.byref(flag)) else None
+    finally:
+        w.k32.CloseHandle(handle)
+
+
+def process_image(pid: int) -> str | None:
+    """The full path of the process's executable, or None if not allowed to ask."""
+    w = _win32()
+    handle = _open_process(pid)
+    if handle is None:
+        return None
+    try:
+        size = w.wt.DWORD(32768)
+        buf = w.ctypes.create_unicode_buffer(size.value)
+        ok = w.k32.QueryFullProcessImageNameW(handle, 0, buf, w.ctypes.byref(size))
+        return buf.value if ok else None
+    finally:
+        w.k32.CloseHandle(handle)
 
 
 def find_window(process: str) -> GameWindow:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import zmq
 from PIL import Image
 
 from . import reply_pickle
-from .base import PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
+from .base import WAIT_SLICE_S, PolicyClient, Prediction, check_reply, parse_prediction, parse_timing
 from .errors import ClientError, ProtocolError, ServerTimeout, TransportError
 from .wire import ZMQ_PORT
 
@@ -92,7 +93,7 @@ class ModelClient(PolicyClient):
         request_type = str(message.get("type"))
         try:
             self._socket.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-            raw = self._socket.recv()
+            raw = self._receive()
         except zmq.Again:
             self._replace_socket()
             raise ServerTimeout(
@@ -103,6 +104,17 @@ class ModelClient(PolicyClient):
             self._replace_socket()
             raise TransportError(f"{request_type!r} to {self.endpoint} failed: {exc}") from exc
         return check_reply(loads_reply(raw), request_type)
+
+    def _receive(self) -> bytes:
+        """The reply, waiting up to the timeout in WAIT_SLICE_S polls (Ctrl+C works on Windows too)."""
+        assert self._socket is not None
+        deadline = time.monotonic() + self._timeout_ms / 1000
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise zmq.Again()
+            if self._socket.poll(max(1, int(min(remaining, WAIT_SLICE_S) * 1000)), zmq.POLLIN):
+                return self._socket.recv(zmq.NOBLOCK)
 
     def predict(self, image: Any, seed: int | None = None) -> Prediction:
         """Predict from an RGB frame; arrays go as they are (the server validates and says what is wrong)."""

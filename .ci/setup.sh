@@ -6,7 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 if command -v apt-get >/dev/null; then
   need=()
   # libmgba-dev + gcc + libc6-dev: the headless mGBA host the emulator tests compile (tests/emulator).
-  for p in lua5.4 lua-socket haproxy libmgba-dev gcc libc6-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  # chromium + chromium-driver: the live page's browser test (tests/browser), driven by Selenium.
+  for p in lua5.4 lua-socket haproxy libmgba-dev gcc libc6-dev chromium chromium-driver; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null

@@ -38,13 +38,15 @@ RUN groupadd --gid "${APP_GID}" nitrogen \
  && useradd --uid "${APP_UID}" --gid "${APP_GID}" --create-home --shell /usr/sbin/nologin nitrogen \
  && python3 -m venv /opt/venv
 
-# Dependencies first, from pyproject.toml alone: a code change below reuses these layers.
-# torch goes in on its own so the pin above wins over the loose `torch>=...` in pyproject.
+# Dependencies first, from the pyproject.toml files alone: a code change below reuses these layers.
+# torch goes in on its own so the pin above wins over the loose `torch>=...` in pyproject. The client
+# package (clients/python) is the server's too: its overlay draws the live view and `render`'s video.
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}"
 WORKDIR /app
 COPY pyproject.toml ./
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > /tmp/requirements.txt \
+COPY clients/python/pyproject.toml ./clients/python/
+RUN python3 -c "import tomllib; print('\n'.join(d for f in ('pyproject.toml', 'clients/python/pyproject.toml') \
+      for d in tomllib.load(open(f, 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
@@ -52,8 +54,9 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 COPY README.md LICENSE ./
 COPY nitrogen ./nitrogen
 COPY server ./server
-RUN pip install --no-cache-dir --no-deps . \
- && rm -rf build ./*.egg-info \
+COPY clients/python ./clients/python
+RUN pip install --no-cache-dir --no-deps . ./clients/python \
+ && rm -rf build ./*.egg-info clients \
  && mkdir -p /app/models \
  && chown "${APP_UID}:${APP_GID}" /app/models
 
@@ -66,7 +69,8 @@ ENV NITROGEN_CHECKPOINT=/app/models/ng.pt \
     HF_HOME=/tmp/huggingface
 
 VOLUME ["/app/models"]
-EXPOSE 5555 5556
+# 5557: the live view and /metrics, when --http-port / NITROGEN_HTTP_PORT is set (the compose files do).
+EXPOSE 5555 5556 5557
 USER ${APP_UID}:${APP_GID}
 
 # The first start may download ng.pt: the start period covers that before failures count.

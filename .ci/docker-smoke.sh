@@ -5,8 +5,9 @@
 # cases shipped in the image; weights in the volume: serves as non-root PID 1 and exits 0 on
 # SIGTERM), then start it with `docker compose` (CPU file + CI
 # override: host network, demo model), wait until healthy, send a predict to both ports on
-# 127.0.0.1, stop, down. Runs its own dockerd with its own roots under a temp dir; the EXIT trap
-# stops it and removes everything even when a step fails. Prints each phase's time.
+# 127.0.0.1 and read the live view's list and picture, stop, down. Runs its own dockerd with its
+# own roots under a temp dir; the EXIT trap stops it and removes everything even when a step fails.
+# Prints each phase's time.
 #
 # NITROGEN_GOLDEN=DIR: where tiny-a.pt is (default ../shared/golden, as for the tests).
 # NITROGEN_SMOKE_CACHE=DIR (optional, local runs): keep the stand-in base rootfs tarball there.
@@ -318,25 +319,25 @@ code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$C")
 "$DOCKER" rm "$C" >/dev/null
 
 phase "compose up (healthy)"
-read -r SMOKE_ZMQ_PORT SMOKE_TCP_PORT < <(python3 -c '
+read -r SMOKE_ZMQ_PORT SMOKE_TCP_PORT SMOKE_HTTP_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(3)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
-export SMOKE_ZMQ_PORT SMOKE_TCP_PORT
+export SMOKE_ZMQ_PORT SMOKE_TCP_PORT SMOKE_HTTP_PORT
 COMPOSE=("$COMPOSE_BIN" -p "$PROJECT" -f docker-compose.cpu.yml -f docker-compose.ci.yml)
 COMPOSE_UP=1
 "${COMPOSE[@]}" up -d --wait --wait-timeout 300 "$SERVICE"
 "${COMPOSE[@]}" ps >&2
 "${COMPOSE[@]}" logs --no-color "$SERVICE" >&2
 
-phase "predict on both ports (127.0.0.1)"
-python3 - "$SMOKE_ZMQ_PORT" "$SMOKE_TCP_PORT" <<'EOF'
-import json, pickle, socket, sys
+phase "predict on both ports, live view (127.0.0.1)"
+python3 - "$SMOKE_ZMQ_PORT" "$SMOKE_TCP_PORT" "$SMOKE_HTTP_PORT" <<'EOF'
+import json, pickle, socket, sys, urllib.request
 import numpy as np
 import zmq
 
-zmq_port, tcp_port = map(int, sys.argv[1:])
+zmq_port, tcp_port, http_port = map(int, sys.argv[1:])
 image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
 ctx = zmq.Context()
@@ -359,6 +360,14 @@ with socket.create_connection(("127.0.0.1", tcp_port), timeout=60) as sock:
         chunk = sock.recv(65536)
         assert chunk, f"tcp: connection closed after {buf!r}"
         buf += chunk
+    # while the connection (its session) is open: the live view lists it and draws its picture, so the
+    # image has the client package the overlay comes from
+    rows = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/sessions", timeout=30))
+    row = next(r for r in rows if r["key"].startswith("tcp:"))
+    assert row["predicts"] == 1 and row["frame"], f"live view: {rows}"
+    jpeg = urllib.request.urlopen(f"http://127.0.0.1:{http_port}{row['frame']}", timeout=60).read()
+    assert jpeg[:2] == b"\xff\xd8", f"live view picture: {jpeg[:80]!r}"
+    print(f"http :{http_port} live view ok: {len(rows)} session(s), a {len(jpeg)}-byte picture")
 reply = json.loads(buf)
 assert reply.get("status") == "ok", f"tcp predict: {reply}"
 print(f"tcp :{tcp_port} predict ok: {len(reply['pred']['buttons'])} steps, repeat {reply.get('repeat')}")

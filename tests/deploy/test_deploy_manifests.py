@@ -5,7 +5,8 @@ user, drain time, the autoscaler's metric).
 
 Not schema-validated: the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) is a CRD;
 kubernetes-validate ships only the built-in kinds. It is checked by hand instead (its selector finds
-the Service, its port is the Service's metrics port), and each run warns that it was not validated.
+the Service, its port is the Service's HTTP port, which serves /metrics), and each run warns that it
+was not validated.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_service_pdb_and_autoscaler_find_the_pods(overlay):
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     # every Service port reaches a named container port
     ports = {p["name"]: p["containerPort"] for p in server_container(objects)["ports"]}
-    assert {p["name"] for p in service["spec"]["ports"]} == {"zmq", "tcp", "metrics"}
+    assert {p["name"] for p in service["spec"]["ports"]} == {"zmq", "tcp", "http"}
     for p in service["spec"]["ports"]:
         assert p["targetPort"] in ports, f"Service port {p['name']} targets {p['targetPort']!r}, not a container port"
 
@@ -125,11 +126,11 @@ def test_server_settings_ports_and_probes_agree(overlay, monkeypatch):
     settings = ServerSettings()  # the server's own parser: a bad value in the ConfigMap fails here
     container = server_container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"zmq": settings.zmq_port, "tcp": settings.tcp_port, "metrics": settings.metrics_port}
+    assert ports == {"zmq": settings.zmq_port, "tcp": settings.tcp_port, "http": settings.http_port}
     assert settings.host == "0.0.0.0", "the pod's address must be reachable from the Service"
     annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == settings.metrics_port
+    assert int(annotations["prometheus.io/port"]) == settings.http_port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         command = container[probe]["exec"]["command"]
         assert command[:2] == ["nitrogen-server", "healthcheck"], (probe, command)
@@ -196,7 +197,7 @@ def test_autoscaler_metric_comes_from_the_adapter_rule_and_the_server():
 
 def test_servicemonitor_finds_the_metrics_port():
     """By hand, since no schema ships for this CRD: its selector finds the Service, and the Service's
-    port of that name is the server's metrics port."""
+    port of that name is the server's HTTP port (/metrics)."""
     objects = render("gpu-prometheus-operator")
     monitor, service = one(objects, "ServiceMonitor"), one(objects, "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -206,4 +207,4 @@ def test_servicemonitor_finds_the_metrics_port():
     assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout"}
     assert endpoint["path"] == "/metrics" and re.fullmatch(r"\d+s", endpoint["interval"])
     by_name = {p["name"]: p for p in service["spec"]["ports"]}
-    assert by_name[endpoint["port"]]["targetPort"] == "metrics"
+    assert by_name[endpoint["port"]]["targetPort"] == "http"

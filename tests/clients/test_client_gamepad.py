@@ -128,9 +128,11 @@ def test_cli_help_lists_the_flags():
         "--port",
         "--protocol",
         "--allow-menu",
-        "--controller",
+        "--pad",
         "--fps",
-        "--record",
+        "--video",
+        "--out",
+        "--no-record",
     ):
         assert flag in out.stdout
 
@@ -146,8 +148,9 @@ def test_package_imports_without_torch():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import nitrogen_client, nitrogen_client.cli, nitrogen_client.player, nitrogen_client.capture,"
-        " nitrogen_client.gamepad, nitrogen_client.windows, nitrogen_client.recorder;"
-        "heavy = ('torch', 'nitrogen', 'dxcam', 'vgamepad');"
+        " nitrogen_client.gamepad, nitrogen_client.windows, nitrogen_client.recording,"
+        " nitrogen_client.overlay, nitrogen_client.video_capture;"
+        "heavy = ('torch', 'nitrogen', 'dxcam', 'vgamepad', 'av');"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy);"
         "assert not bad, bad"
     )

@@ -13,7 +13,7 @@ from nitrogen_client import BUTTON_NAMES, ModelClient, PolicyClient, TcpClient
 from nitrogen_client.capture import Capture
 from nitrogen_client.gamepad import Pad, PadState
 from nitrogen_client.player import Player, PlayerOptions
-from nitrogen_client.recorder import Recorder
+from nitrogen_client.recording import RunRecorder
 from PIL import Image
 
 FAST = 5000.0  # pad frames per second: keeps the loop quick; pacing itself is not under test
@@ -128,7 +128,7 @@ def test_player_plays_the_exact_pad_calls(server, tiny_a, tmp_path, protocol):
     frames = [tiny_a[f"image_{i}"] for i in range(int(tiny_a["n_steps"]))]
     spy = ReplySpy(client_for(server, protocol), ratio=3)
     pad = RecordingPad()
-    recorder = Recorder(tmp_path / "rec")
+    recorder = RunRecorder(tmp_path / "out", videos=False)  # the videos: test_client_video_play.py
     player = Player(spy, FrameSource(frames), pad, PlayerOptions(fps=FAST, seed=100), recorder=recorder)
     with spy:
         stats = player.run(max_predictions=len(frames))
@@ -158,16 +158,17 @@ def test_player_plays_the_exact_pad_calls(server, tiny_a, tmp_path, protocol):
     assert {s.left_trigger for s in states} == {0, 255} and {s.right_trigger for s in states} == {0, 255}
     assert stats.menu_presses_blocked > 0
 
-    # the recording: one JSON line per predicted step with the pad state, and the frames sent
-    lines = [json.loads(x) for x in (tmp_path / "rec" / "actions.jsonl").read_text().splitlines()]
-    assert len(lines) == len(frames) * len(tiny_a["j_left_0"])
-    assert [ln["pad"] for ln in lines] == [s.to_json() for s in states[::repeat]]
-    assert all(ln["repeat"] == repeat for ln in lines)
-    assert all("server_timing" in ln for ln in lines)  # its values: test_client_wire.py
+    # the recording: the original's ACTIONS lines, and ours: a PLAYER line per predict with the pad
+    # states, and the frames sent
+    run = tmp_path / "out" / "tiny-a"
+    assert len((run / "0001_ACTIONS.json").read_text().splitlines()) == len(frames) * len(tiny_a["j_left_0"])
+    lines = [json.loads(x) for x in (run / "0001_PLAYER.jsonl").read_text().splitlines()]
+    assert [ln["type"] for ln in lines] == ["info"] + ["predict"] * len(frames)
+    assert [s for ln in lines[1:] for s in ln["pad"]] == [s.to_json() for s in states[::repeat]]
+    assert all(ln["repeat"] == repeat for ln in lines[1:])
+    assert all("server_timing" in ln for ln in lines[1:])  # its values: test_client_wire.py
     for i, (sent, _) in enumerate(spy.sent):
-        np.testing.assert_array_equal(
-            np.asarray(Image.open(tmp_path / "rec" / "frames" / f"{i:06d}.png")), sent
-        )
+        np.testing.assert_array_equal(np.asarray(Image.open(run / "0001_INPUTS" / f"{i:06d}.png")), sent)
 
 
 def test_allow_menu_passes_menu_buttons(server, tiny_a):

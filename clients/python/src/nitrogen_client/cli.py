@@ -1,4 +1,5 @@
-"""``nitrogen-play``: play a Windows game with the NitroGen policy through a virtual pad."""
+"""``nitrogen-play``: play a Windows game with the NitroGen policy through a virtual pad, or watch a
+gameplay video (``--video``, any OS) and record what the model would press."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Capture a game window, get actions from nitrogen-server, play them on a virtual pad.",
     )
     p.add_argument(
-        "--process", required=True, help="the game's executable name, e.g. celeste.exe (case-insensitive)"
+        "--process", help="the game's executable name, e.g. celeste.exe (case-insensitive); not with --video"
+    )
+    p.add_argument(
+        "--video",
+        metavar="FILE|DIR",
+        help="play a video file (anything PyAV reads) or a folder of images instead of a game window: "
+        "the frame at pad time t is the video's frame at t; the run ends with the video",
+    )
+    p.add_argument(
+        "--video-fps", type=float, default=60.0, help="frames per second of a --video folder (default: 60)"
     )
     p.add_argument("--host", default="localhost", help="server host (default: localhost)")
     p.add_argument("--port", type=int, default=ZMQ_PORT, help=f"server port (default: {ZMQ_PORT})")
@@ -31,10 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-menu", action="store_true", help="let the model press START, BACK and GUIDE")
     p.add_argument(
-        "--controller", choices=("xbox", "ps4"), default="xbox", help="virtual pad type (default: xbox)"
+        "--pad",
+        "--controller",
+        dest="pad",
+        choices=("xbox", "ps4", "none"),
+        default="xbox",
+        help="virtual pad type; none: press nothing (with --video, runs on any OS) (default: xbox)",
     )
     p.add_argument("--fps", type=float, default=60.0, help="pad frames per second (default: 60)")
-    p.add_argument("--record", metavar="DIR", help="write actions (JSON lines) and frames (PNG) to DIR")
+    p.add_argument(
+        "--out",
+        default="out",
+        metavar="DIR",
+        help="write each run as the original player does: DIR/<checkpoint>/NNNN_DEBUG.mp4, NNNN_CLEAN.mp4, "
+        "NNNN_ACTIONS.json, plus NNNN_PLAYER.jsonl and NNNN_INPUTS/ (default: out)",
+    )
+    p.add_argument("--no-record", action="store_true", help="write no files (the original's --no-record)")
+    p.add_argument("--record", metavar="DIR", help=argparse.SUPPRESS)  # replaced by --out: see main()
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply (default: 30)")
     p.add_argument("--monitor", type=int, default=0, help="dxcam output index the game is on (default: 0)")
     p.add_argument("--seed", type=int, help="seed prediction i with SEED+i (reproducible runs)")
@@ -47,30 +70,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 after Ctrl+C, which is how a run normally ends)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.record is not None:
+        parser.error(
+            f"--record was replaced by --out (every run is recorded, as the original player does): "
+            f"use --out {args.record} for {args.record}/<checkpoint>/NNNN_DEBUG.mp4, NNNN_CLEAN.mp4, "
+            "NNNN_ACTIONS.json, NNNN_PLAYER.jsonl (the old actions.jsonl) and NNNN_INPUTS/ (the old frames/)"
+        )
+    if (args.process is None) == (args.video is None):
+        parser.error("give --process (a game window) or --video (a video file or folder), not both")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    # Windows-only parts load here, lazily: the package imports (and --help works) anywhere.
-    from .windows import WindowNotFoundError, find_window
+    from .gamepad import NullPad, VGamepadPad
+    from .recording import RunRecorder
 
-    try:
-        window = find_window(args.process)
-    except (WindowNotFoundError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
+    window = None
+    if args.process is not None:
+        # Windows-only parts load here, lazily: the package imports (and --help works) anywhere.
+        from .windows import WindowNotFoundError, find_window
 
-    from .capture import DxcamCapture
-    from .gamepad import VGamepadPad
-    from .recorder import Recorder
+        try:
+            window = find_window(args.process)
+        except (WindowNotFoundError, OSError) as exc:
+            log.error("%s", exc)
+            return 2
 
     client = connect(args.host, args.port, args.protocol, timeout_s=args.timeout)
     capture = pad = recorder = None
     try:
-        capture = DxcamCapture(window.hwnd, fps=args.fps, output_idx=args.monitor)
-        pad = VGamepadPad(args.controller)
-        recorder = Recorder(args.record) if args.record else None
+        if window is not None:
+            from .capture import DxcamCapture
+
+            capture = DxcamCapture(window.hwnd, fps=args.fps, output_idx=args.monitor)
+        else:
+            from .video_capture import VideoCapture
+
+            capture = VideoCapture(args.video, folder_fps=args.video_fps)
+        pad = NullPad() if args.pad == "none" else VGamepadPad(args.pad)
+        recorder = None if args.no_record else RunRecorder(args.out, allow_menu=args.allow_menu)
         player = Player(
             client,
             capture,
@@ -78,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
             PlayerOptions(fps=args.fps, allow_menu=args.allow_menu, seed=args.seed),
             recorder=recorder,
         )
-        if args.countdown > 0:
+        if window is None:  # the video advances with the pad's clock, not the wall clock
+            capture.clock = lambda: player.stats.pad_frames / args.fps
+        elif args.countdown > 0:
             log.info("starting in %g s: focus the game window (Ctrl+C stops)", args.countdown)
             time.sleep(args.countdown)
         player.run()
     except KeyboardInterrupt:
         log.info("stopped by Ctrl+C")
-    except (RuntimeError, OSError) as exc:  # backends missing, window closed, server errors after retries
+    except (RuntimeError, OSError, ValueError) as exc:  # no backend, window gone, bad --video, server down
         log.error("%s", exc)
         return 1
     finally:

@@ -27,3 +27,7 @@ class TransportError(ClientError):
 
 class ServerTimeout(TransportError):
     """No reply within the timeout; the socket was replaced so the client is not left wedged."""
+
+
+class CaptureEnded(Exception):
+    """The frame source has no more frames (a ``--video`` played to its end): the run ends normally."""

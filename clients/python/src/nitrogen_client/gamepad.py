@@ -251,3 +251,19 @@ class VGamepadPad(Pad):
             if callable(closer):
                 closer()
             log.info("virtual %s pad released", self.controller)
+
+
+class NullPad(Pad):
+    """``--pad none``: presses nothing, anywhere; the player still paces, records and reports.
+
+    ``state`` is the last state the player applied, so what it would have sent stays inspectable.
+    """
+
+    def __init__(self) -> None:
+        self.state = NEUTRAL
+
+    def apply(self, state: PadState) -> None:
+        self.state = state
+
+    def reset(self) -> None:
+        self.state = NEUTRAL

@@ -27,7 +27,7 @@ PANEL_WIDTH = 500
 _STACKED_MIN_HEIGHT = 480  # below this the sticks go beside the button grid instead of above it
 
 BG, GRID, TEXT, DIM = (22, 22, 26), (70, 70, 76), (225, 225, 225), (150, 150, 155)
-PRESSED, CURSOR, PATH, APPLIED_RING = (50, 170, 80), (255, 60, 60), (90, 150, 230), (255, 255, 255)
+PRESSED, CURSOR, PATH, APPLIED_RING = (40, 125, 65), (255, 60, 60), (90, 150, 230), (255, 255, 255)
 # Why a press the model made did (not) reach the pad; one colour each, explained in the legend.
 STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
     "applied": (110, 255, 140),
@@ -215,10 +215,13 @@ def _chunk_key(pred: Mapping[str, Any]) -> tuple[bytes, int]:
     return np.concatenate([buttons.ravel(), j_left.ravel(), j_right.ravel()]).tobytes(), horizon
 
 
-def _fit(frame: Any, size: tuple[int, int]) -> Image.Image:
+def fit_frame(frame: Any, size: tuple[int, int]) -> Image.Image:
+    """The frame at ``size`` as the original's cv2 INTER_AREA would make it: box filter to shrink,
+    bilinear to enlarge."""
     img = frame.convert("RGB") if isinstance(frame, Image.Image) else Image.fromarray(to_rgb_array(frame))
     if img.size != size:
-        img = img.resize(size, Image.Resampling.BOX, reducing_gap=3.0)  # BOX: the original's INTER_AREA
+        shrink = img.size[0] >= size[0] and img.size[1] >= size[1]
+        img = img.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
     return img
 
 
@@ -275,6 +278,6 @@ def render_overlay(
             px, py = _stick_xy(box, ax / STICK_SCALE, -(ay + 1) / STICK_SCALE)
             d.ellipse((px - r - 3, py - r - 3, px + r + 3, py + r + 3), outline=APPLIED_RING, width=1)
     out = Image.new("RGB", (w + PANEL_WIDTH, h))
-    out.paste(_fit(frame, (w, h)), (0, 0))
+    out.paste(fit_frame(frame, (w, h)), (0, 0))
     out.paste(panel, (w, 0))
     return out

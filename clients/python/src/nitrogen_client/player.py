@@ -16,10 +16,10 @@ import numpy as np
 
 from .base import PolicyClient
 from .capture import Capture
-from .errors import ProtocolError, ServerError, TransportError
+from .errors import CaptureEnded, ProtocolError, ServerError, TransportError
 from .gamepad import MENU_BUTTONS, Pad, PadState, pad_states
 from .images import resize_square
-from .recorder import Recorder
+from .recording import RunRecorder
 from .wire import BUTTON_NAMES, FRAME_SIDE
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Player:
         capture: Capture,
         pad: Pad,
         options: PlayerOptions | None = None,
-        recorder: Recorder | None = None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.client = client
         self.capture = capture
@@ -113,6 +113,9 @@ class Player:
                 try:
                     self._predict_and_play()
                     server_errors = 0
+                except CaptureEnded as exc:  # a --video source played to its end
+                    log.info("%s; stopping", exc)
+                    break
                 except TransportError as exc:
                     log.warning("lost the server (%s); pad released, reconnecting", exc)
                     self.pad.reset()
@@ -193,10 +196,12 @@ class Player:
             log.debug("suppressed %d START/BACK/GUIDE presses (use --allow-menu to allow them)", blocked)
 
     def _play(self, states: list[PadState]) -> None:
-        for state in states:
+        for index, state in enumerate(states):
             for _ in range(self.repeat):
                 if self._stop.is_set():
                     return
                 self.pad.apply(state)
+                if self.recorder is not None:  # it grabs the frame the game shows while the pad holds `state`
+                    self.recorder.pad_frame(self.capture.latest, index, state)
                 self.stats.pad_frames += 1
                 self._pacer.wait()

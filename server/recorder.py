@@ -29,10 +29,12 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -46,6 +48,23 @@ RUN_NAME = re.compile(r"^\d{8}-\d{6}-\d+$")
 OUR_FILES = re.compile(r"^(\d{6,}-(received|model)\.png|requests-\d{6,}\.jsonl|run\.json)$")
 PART_LINES = 64  # index lines per file: pruning rewrites a part without the dropped lines, so keep it small
 DISK_RESERVE = 256 << 20  # never fill the disk: leave at least this much free
+HELD_TRIES, HELD_WAIT_S = 5, 0.05  # Windows will not delete a file another program has open (WinError 32)
+_T = TypeVar("_T")
+
+
+def _retry_held(op: Callable[[], _T], tries: int = HELD_TRIES) -> _T:
+    """Run a file operation again while another program holds the file; the last error propagates."""
+    for attempt in range(1, tries):
+        try:
+            return op()
+        except PermissionError:
+            time.sleep(HELD_WAIT_S * attempt)
+    return op()
+
+
+def _append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
 
 
 @dataclass
@@ -65,6 +84,7 @@ class _Stored:
     part: Path
     images: list[Path]
     nbytes: int  # images plus the index line
+    line_bytes: int
 
 
 def safe_dir_name(session_key: str) -> str:
@@ -126,6 +146,8 @@ class RequestRecorder:
         self._seq = itertools.count(1)
         self._stored: deque[_Stored] = deque()
         self._parts: dict[Path, tuple[Path, int]] = {}  # session dir -> (current part, its lines)
+        self._held: dict[Path, int] = {}  # files another program held when deleted: counted, retried later
+        self._stale: dict[Path, dict[int, int]] = {}  # index part -> {pruned seq: bytes of its line there}
         self._old_runs = self._scan_old_runs()
         self._total = sum(size for _, size in self._old_runs)
         self.run_dir = self._new_run_dir()
@@ -220,12 +242,21 @@ class RequestRecorder:
                 self._drop_locked(f"less than {DISK_RESERVE >> 20} MB free on the disk")
             return
         self._make_room(nbytes)
+        if self._total + nbytes > self.max_bytes:
+            with self._lock:
+                self._drop_locked("files other programs hold open fill --record-max-mb")
+            return
         for name, blob in images.items():
-            (session_dir / name).write_bytes(blob)
+            _retry_held(partial((session_dir / name).write_bytes, blob))
         part = self._part(session_dir, job.seq)
-        with part.open("ab") as f:
-            f.write(data)
-        self._stored.append(_Stored(job.seq, part, [session_dir / n for n in names], nbytes))
+        try:
+            _retry_held(partial(_append, part, data))
+        except PermissionError as exc:  # another program holds the index part: start a new one
+            log.warning("recording: %s is held open (%s); continuing in a new index file", part, exc)
+            self._parts.pop(session_dir, None)
+            part = self._part(session_dir, job.seq)
+            _append(part, data)
+        self._stored.append(_Stored(job.seq, part, [session_dir / n for n in names], nbytes, len(data)))
         self._total += nbytes
         self.written += 1
 
@@ -246,28 +277,63 @@ class RequestRecorder:
     # ---- the cap ----
 
     def _make_room(self, nbytes: int) -> None:
-        """Delete the oldest recordings (earlier runs first) until `nbytes` more fit under the cap."""
+        """Delete the oldest recordings (earlier runs first) until `nbytes` more fit under the cap. A file
+        another program holds open (Windows will not delete it) stays counted and goes at a later call."""
+        for path, size in list(self._held.items()):
+            try:
+                path.unlink(missing_ok=True)
+            except PermissionError:
+                continue
+            del self._held[path]
+            self._total -= size
         while self._total + nbytes > self.max_bytes and self._old_runs:
             run, size = self._old_runs.pop(0)
-            _delete_ours(run)
-            self._total -= size
-        dropped: dict[Path, set[int]] = {}
+            held = _delete_ours(run)
+            self._held.update(held)
+            self._total -= size - sum(held.values())
+        pruned_now: set[Path] = set()
         while self._total + nbytes > self.max_bytes and self._stored:
             old = self._stored.popleft()
+            self._total -= old.nbytes - old.line_bytes  # the line counts until its part is rewritten
             for path in old.images:
-                path.unlink(missing_ok=True)
-            dropped.setdefault(old.part, set()).add(old.seq)
-            self._total -= old.nbytes
+                self._remove(path)
+            self._stale.setdefault(old.part, {})[old.seq] = old.line_bytes
+            pruned_now.add(old.part)
             self.pruned += 1
-        for part, seqs in dropped.items():
+        for part in list(self._stale):
+            self._rewrite_part(part, HELD_TRIES if part in pruned_now else 1)
+
+    def _remove(self, path: Path) -> None:
+        try:
+            size = path.stat().st_size
+            _retry_held(partial(path.unlink, missing_ok=True))
+        except FileNotFoundError:
+            return
+        except PermissionError as exc:
+            log.warning("recording: %s is held open (%s); it stays counted and goes later", path, exc)
+            self._held[path] = size
+            self._total += size
+
+    def _rewrite_part(self, part: Path, tries: int) -> None:
+        """Drop the pruned records' lines from an index part; an emptied part goes, with its directory."""
+        seqs = self._stale[part]
+        tmp = part.with_suffix(".tmp")
+        try:
             kept = [ln for ln in part.read_bytes().splitlines(keepends=True) if json.loads(ln)["seq"] not in seqs]
             if kept:
-                tmp = part.with_suffix(".tmp")
                 tmp.write_bytes(b"".join(kept))
-                os.replace(tmp, part)
+                _retry_held(partial(os.replace, tmp, part), tries)
             else:
-                part.unlink()
+                _retry_held(part.unlink, tries)
                 self._drop_session_dir(part.parent)
+        except FileNotFoundError:  # gone already: nothing left to drop
+            pass
+        except PermissionError as exc:
+            tmp.unlink(missing_ok=True)
+            if tries > 1:
+                log.warning("recording: %s is held open (%s); its pruned lines go later", part, exc)
+            return
+        self._total -= sum(self._stale.pop(part).values())
 
     def _drop_session_dir(self, session_dir: Path) -> None:
         """An emptied session directory goes too (with its bookkeeping): a client naming a new session
@@ -304,14 +370,24 @@ def _our_files(run: Path) -> list[Path]:
     return found
 
 
-def _delete_ours(run: Path) -> None:
+def _delete_ours(run: Path) -> dict[Path, int]:
+    """Delete our files in an old run; returns the ones another program holds open, with their sizes."""
+    held: dict[Path, int] = {}
     for f in _our_files(run):
-        f.unlink(missing_ok=True)
+        try:
+            size = f.stat().st_size
+            _retry_held(partial(f.unlink, missing_ok=True))
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            log.warning("recording: %s is held open (%s); it stays counted and goes later", f, exc)
+            held[f] = size
     for sub in [run, *[d for d in run.iterdir() if d.is_dir()]][::-1]:
         try:
             sub.rmdir()  # only if empty: a file someone else put there stays
         except OSError:
             pass
+    return held
 
 
 def start_recorder(settings: Any) -> RequestRecorder | None:

@@ -31,8 +31,8 @@ PRESSED, CURSOR, PATH, APPLIED_RING = (40, 125, 65), (255, 60, 60), (90, 150, 23
 # Why a press the model made did (not) reach the pad; one colour each, explained in the legend.
 STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
     "applied": (110, 255, 140),
-    "menu blocked": (240, 70, 60),
-    "cancelled": (250, 205, 40),
+    "menu blocked": (255, 140, 20),
+    "cancelled": (60, 200, 235),
     "no pad": (170, 120, 240),
     "not sent": (140, 140, 140),
 }

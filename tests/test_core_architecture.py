@@ -90,3 +90,9 @@ def test_no_file_over_the_size_limit():
     too_long = {str(p.relative_to(REPO)): n for root in roots for p in (REPO / root).rglob("*")
                 if p.suffix in (".py", ".lua", ".c") and (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not too_long, f"files over {MAX_LINES} lines: {too_long}"
+
+
+def test_the_library_never_imports_the_client_package():
+    """The server draws overlays with nitrogen_client (its live view, `render`); the library stays below both."""
+    importers = [str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py") if "nitrogen_client" in p.read_text()]
+    assert not importers, f"nitrogen/ must not import nitrogen_client: {importers}"

@@ -24,7 +24,7 @@ import torch
 
 from .cuda_graphs import GraphedDenoiser
 from .devices import pick_device
-from .errors import CheckpointError
+from .errors import CheckpointError, EngineFailedError
 from .forward import BatchedForward
 from .jobs import GAME_NONE, Frame, Job, Timing, make_noise
 from .modeling import NitroGenModel, count_parameters
@@ -62,6 +62,9 @@ class InferenceEngine:
         self._batch_listeners: list[Callable[[int, float], None]] = []
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._closed = False
+        self.failure: str | None = None  # why the engine is out of service for good (see _fail)
+        self._held: list[Job] = []  # the batch being run, failed too if the worker itself breaks
+        self._failure_listeners: list[Callable[[str], None]] = []
         # All tensor work, set-up included, happens on the worker thread: kernels run from a second
         # long-lived thread bring a second OpenMP team, which slows the first by ~15% on 2 cores.
         self._setup_error: BaseException | None = None
@@ -164,9 +167,13 @@ class InferenceEngine:
 
     def submit(self, job: Job) -> Any:
         """Queue a job; its future resolves to ``job.finish(x1, timing)``."""
+        if self.failure is not None:
+            raise EngineFailedError(self.failure)
         if self._closed:
             raise RuntimeError("inference engine is closed")
         self._queue.put(job)
+        if self.failure is not None:  # failed meanwhile: the worker may be gone, fail what it left
+            self._fail_queued()
         return job.future
 
     def queue_depth(self) -> int:
@@ -176,6 +183,15 @@ class InferenceEngine:
     def add_batch_listener(self, listener: Callable[[int, float], None]) -> None:
         """``listener(batch_size, seconds)`` runs on the worker thread after every batch (metrics)."""
         self._batch_listeners.append(listener)
+
+    def add_failure_listener(self, listener: Callable[[str], None]) -> None:
+        """``listener(reason)`` runs once, on the worker thread, when the engine goes out of service."""
+        self._failure_listeners.append(listener)
+
+    @property
+    def healthy(self) -> bool:
+        """False once the device failed for good or the worker has ended (closed engines included)."""
+        return self.failure is None and self._worker.is_alive()
 
     def close(self) -> None:
         """Finish queued jobs, then stop the worker."""
@@ -193,7 +209,13 @@ class InferenceEngine:
             return
         finally:
             self._ready.set()
-        while True:
+        try:
+            self._serve_queue()
+        except BaseException as exc:  # noqa: BLE001 - a bug: never a silent dead worker
+            self._fail(f"the inference worker stopped: {type(exc).__name__}: {exc}", self._held)
+
+    def _serve_queue(self) -> None:
+        while self.failure is None:
             first = self._queue.get()
             if first is None:
                 return
@@ -209,7 +231,9 @@ class InferenceEngine:
                     stop = True
                     break
                 batch.append(job)
+            self._held = batch
             self._run_safely(batch)
+            self._held = []
             del batch, first  # an idle worker must not keep the last jobs' sessions (and features) alive
             job = None
             if stop:
@@ -225,8 +249,10 @@ class InferenceEngine:
             results = self.run_batch(live)
         except Exception as exc:  # OOM and friends become per-request errors, never a dead worker
             logger.exception("inference failed for a batch of %d", len(live))
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            lost = self._device_lost(exc)
+            if lost:
+                self._fail(f"device {self.device} failed: {type(exc).__name__}: {exc} ({lost})", live)
+                return
             for job in live:
                 job.future.set_exception(RuntimeError(f"inference failed: {exc}"))
             return
@@ -242,6 +268,47 @@ class InferenceEngine:
                 job.future.set_result(job.finish(x1, timing))
             except Exception as exc:  # noqa: BLE001 - a failing finish is that job's error alone
                 job.future.set_exception(exc)
+
+    def _device_lost(self, exc: Exception) -> str | None:
+        """Why the device cannot run another batch after ``exc``, or None when it can.
+
+        A CUDA error such as an illegal address or a device-side assert poisons the context: every later
+        call fails the same way, ``empty_cache`` included, so retrying would hang or fail every request.
+        """
+        if isinstance(exc, torch.AcceleratorError):
+            return "an accelerator error leaves the device context unusable"
+        if self.device.type != "cuda":
+            return None
+        try:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        except Exception as probe:  # noqa: BLE001 - any failure here means the context is gone
+            return f"the device no longer responds: {type(probe).__name__}: {probe}"
+        return None
+
+    def _fail(self, reason: str, held: Sequence[Job] = ()) -> None:
+        """Out of service for good: fail the jobs held and queued, refuse new ones, tell the listeners."""
+        if self.failure is None:
+            self.failure = f"engine {self.index} ({self.device}) is out of service: {reason}; restart the server"
+            logger.error("%s", self.failure)
+        for job in held:
+            if not job.future.done():
+                job.future.set_exception(EngineFailedError(self.failure))
+        self._fail_queued()
+        for listener in self._failure_listeners:
+            try:
+                listener(self.failure)
+            except Exception:  # noqa: BLE001 - the others must still hear it
+                logger.exception("failure listener %r failed", listener)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(EngineFailedError(self.failure or "engine out of service"))
 
     # ---- the computation -------------------------------------------------------------------------------
     def _denoiser(self, num_steps: int) -> Callable[[Any], torch.Tensor]:

@@ -16,6 +16,7 @@ from .http_view import HttpView, start_http_view
 from .metrics import ServerMetrics, start_metrics
 from .recorder import start_recorder
 from .service import PolicyService
+from .supervisor import Supervisor
 from .tcp_frontend import TcpFrontend
 from .zmq_frontend import ZmqFrontend
 
@@ -44,6 +45,13 @@ class NitrogenServer:
         self.tcp: TcpFrontend | None = None
         self._expiry: asyncio.Task | None = None
         self.metrics: ServerMetrics | None = None
+        self._failed: asyncio.Event | None = None
+        self.supervisor: Supervisor | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the server stopped itself (a part died), or None."""
+        return self.supervisor.failure if self.supervisor else None
         self.http: HttpView | None = None
 
     @property
@@ -62,7 +70,11 @@ class NitrogenServer:
     async def start(self) -> None:
         """Bind both ports and log one ready line per port."""
         s = self.settings
+        loop = asyncio.get_running_loop()
+        self._failed = asyncio.Event()
+        self.supervisor = sup = Supervisor(on_failure=self._failed.set)
         self.service = PolicyService(self.engine, s)
+        self.service.health = sup.health
         log.info("model ready: %s", _describe_info(self.service.default_info))
         self.metrics = start_metrics(self)  # None unless --http-port (or its old name --metrics-port)
         self.http = start_http_view(self)  # the same: /, /api/sessions, /events, /metrics
@@ -70,13 +82,33 @@ class NitrogenServer:
         self.tcp = TcpFrontend(self.service, s)
         await self.tcp.start()
         self.zmq = ZmqFrontend(self.service, s.host, s.zmq_port, s.max_zmq_message_bytes,
-                               max_inflight=max(64, 2 * s.max_batch))
+                               max_inflight=max(64, 2 * s.max_batch), on_fatal=sup.fail)
         self.zmq.start()
-        self._expiry = asyncio.get_running_loop().create_task(self.service.sessions.run_expiry())
+        self._expiry = loop.create_task(self.service.sessions.run_expiry(), name="session-expiry")
+        self._supervise(sup, loop)
+
+    def _supervise(self, sup: Supervisor, loop: asyncio.AbstractEventLoop) -> None:
+        """Every long-lived part, watched (server/supervisor.py): none may stop without a word."""
+        tcp, zmq = self.tcp, self.zmq
+        assert tcp is not None and zmq is not None and self._expiry is not None and self.service is not None
+        sup.watch_task("session expiry", self._expiry)
+        sup.watch("tcp port", lambda: None if tcp.is_serving() else "its listening socket closed")
+        sup.watch("zmq port", lambda: None if zmq.is_alive() else "its socket thread ended")
+        for engine in self.engines:
+            part = f"engine {engine.index} ({engine.device})"
+            sup.watch(part, lambda e=engine: e.failure or (None if e.healthy else "its worker thread ended"))
+            engine.add_failure_listener(
+                lambda reason, part=part: loop.call_soon_threadsafe(sup.fail, part, reason))
+        recorder = self.service.recorder
+        if recorder is not None:
+            sup.watch("recorder", lambda: None if recorder.is_alive() else "its writer thread ended")
+        sup.start()
 
     async def stop(self) -> None:
         """Stop accepting, answer what is in flight (up to the grace period), release everything."""
         grace = self.settings.shutdown_grace_s
+        if self.supervisor:
+            self.supervisor.stopping()
         log.info("shutting down: no new requests; finishing those in flight (up to %.0f s)", grace)
         if self.zmq:
             await self.zmq.stop_accepting()
@@ -99,10 +131,22 @@ class NitrogenServer:
             self.engine.close()
         log.info("stopped")
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event) -> str | None:
+        """Serve until ``stop`` is set or a part fails; returns the failure (None after a normal stop)."""
         await self.start()
-        await stop.wait()
+        await self.wait(stop)
         await self.stop()
+        return self.failure
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set or the supervisor reports a part that stopped."""
+        assert self._failed is not None
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._failed.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
 
 def _describe_info(info: dict[str, Any]) -> str:
@@ -131,7 +175,7 @@ class ServerThread:
             self.server = NitrogenServer(self.settings, self._engine)
             await self.server.start()
             self._ready.set()
-            await self._stop.wait()
+            await self.server.wait(self._stop)
             await self.server.stop()
 
         try:

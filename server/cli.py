@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource
 
 from .config import ServerSettings
 from .healthcheck import HealthcheckSettings
+from .supervisor import EXIT_FAILED
 
 log = logging.getLogger("nitrogen_server")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -84,7 +85,7 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-async def _serve(settings: ServerSettings, engine: Any) -> None:
+async def _serve(settings: ServerSettings, engine: Any) -> str | None:
     from .app import NitrogenServer
 
     loop = asyncio.get_running_loop()
@@ -103,7 +104,7 @@ async def _serve(settings: ServerSettings, engine: Any) -> None:
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C still raises KeyboardInterrupt
             pass
     server = NitrogenServer(settings, engine)
-    await server.serve(stop)
+    return await server.serve(stop)
 
 
 def _exit_while_loading(signum: int, frame: Any) -> None:
@@ -125,14 +126,14 @@ def serve(settings: ServerSettings) -> int:
         log.error("could not load the model: %s: %s", type(exc).__name__, exc)
         return 2
     try:
-        asyncio.run(_serve(settings, engine))
+        failure = asyncio.run(_serve(settings, engine))
     except OSError as exc:  # e.g. port already in use
         log.error("could not serve: %s", exc)
         engine.close()
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return EXIT_FAILED if failure else 0
 
 
 def healthcheck(argv: Sequence[str]) -> int:

@@ -267,6 +267,10 @@ class TcpFrontend:
             if task is not None:
                 self._tasks.discard(task)
 
+    def is_serving(self) -> bool:
+        """False once the listening socket is closed (by stop_accepting, or underneath us)."""
+        return self._server is not None and self._server.is_serving()
+
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -179,20 +179,26 @@ def test_zmq_message_over_the_limit_is_refused_by_the_socket(server_errors):
 
 def test_inference_failure_becomes_an_error_reply(server_errors):
     """The engine fails every predict (here: it was shut down under the server); clients get error
-    replies, info still works, the server stays up."""
+    replies naming why, and the server, which can no longer answer a predict, stops itself loudly
+    (issue 19: never a port that looks alive while nothing behind it works)."""
     from nitrogen import EnginePool
 
     engine = EnginePool.from_checkpoint("demo", devices="cpu")
-    with ServerThread(server_settings(), engine=engine) as srv:
+    srv = ServerThread(server_settings(), engine=engine).start()
+    try:
         engine.close()
         with TcpClient(srv.tcp_port) as c:
             reply = c.request({"type": "predict"}, frame(1).tobytes())
             assert reply["status"] == "error" and "inference engine is closed" in reply["message"]
-            assert c.request({"type": "info"})["status"] == "ok"
-        with ModelClient(srv.zmq_port) as c:
-            reply = c.predict(frame(2))
-            assert reply["status"] == "error" and "predict failed" in reply["message"]
-    logged = [r for r in server_errors if "predict failed" in r.getMessage()]
-    assert len(logged) == 2  # logged with a traceback, as an ERROR: it is the server's problem
+        deadline = time.monotonic() + 10
+        while srv.server.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.server.failure == "engine 0 (cpu) stopped: its worker thread ended"
+        srv._thread.join(20)
+        assert not srv._thread.is_alive(), "the server did not stop itself"
+    finally:
+        srv.stop()
+    logged = [r for r in server_errors if "predict failed" in r.getMessage() or "stopped:" in r.getMessage()]
+    assert len(logged) == 2  # the predict (with a traceback) and the part that stopped, both ERROR
     for record in logged:
         server_errors.remove(record)

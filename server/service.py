@@ -68,6 +68,8 @@ class PolicyService:
         }
         # called as on_request(client_key, kind, response, seconds) after every request (server/metrics.py)
         self.on_request: Callable[[str, str, Response, float], None] | None = None
+        # app.py sets this: None while every part of the server can answer, else why not (server/supervisor.py)
+        self.health: Callable[[], str | None] | None = None
         # with --record, app.py sets this: it queues each predict for writing after the reply (server/recorder.py)
         self.recorder: Any = None
         # with --http-port, app.py sets this: the live view's last frame and reply per session (server/live.py)
@@ -184,6 +186,9 @@ class PolicyService:
         return ResetResult()
 
     async def info(self, key: str, request: InfoRequest) -> Response:
+        problem = self.health() if self.health is not None else None
+        if problem:  # what the health check asks: never "ok" while a part cannot answer a predict
+            return ErrorResult(f"server unhealthy: {problem}")
         entry = self.sessions.get(key)
         if entry is None:
             return InfoResult(dict(self._default_info))

@@ -98,11 +98,16 @@ async def _serve(settings: ServerSettings, engine: Any) -> str | None:
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # SIGBREAK (Windows only): Ctrl+Break, and closing the console window (Windows then allows ~5 s).
+    for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGBREAK", None)):
+        if signum is None:
+            continue
         try:
             loop.add_signal_handler(signum, on_signal, signum)
-        except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C still raises KeyboardInterrupt
-            pass
+        except (NotImplementedError, RuntimeError):
+            # Windows' loops have no add_signal_handler: without this, Ctrl+C raised KeyboardInterrupt
+            # in the middle of the loop and skipped the graceful stop (in-flight work, the recorder's queue).
+            signal.signal(signum, lambda sig, _frame: loop.call_soon_threadsafe(on_signal, sig))
     server = NitrogenServer(settings, engine)
     return await server.serve(stop)
 

@@ -1,0 +1,75 @@
+"""Issue 22, point 5: the server on an event loop like Windows' Proactor loop, run on Linux.
+
+Windows' default loop has neither ``add_reader`` (which ``zmq.asyncio`` needs: the ZeroMQ port used to
+die there) nor ``add_signal_handler`` (so Ctrl+C skipped the graceful stop). A real server process runs
+under a loop whose two methods raise NotImplementedError, as the Proactor loop's do; it must answer
+golden predicts on both ports and stop gracefully on SIGINT (Ctrl+C). Windows itself never ran this.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from process_kit import REPO, READY, golden_round
+
+pytestmark = pytest.mark.timeout(240)
+
+SCRIPT = """
+import asyncio, sys
+from nitrogen_server import cli
+
+class ProactorLike(asyncio.SelectorEventLoop):
+    def add_reader(self, *args, **kwargs):
+        raise NotImplementedError("no add_reader (like Windows' ProactorEventLoop)")
+    def add_signal_handler(self, *args, **kwargs):
+        raise NotImplementedError("no add_signal_handler (like every Windows loop)")
+
+class Policy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return ProactorLike()
+
+asyncio.set_event_loop_policy(Policy())
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+class _Proc:
+    """Enough of process_kit.ServerProcess for golden_round: the two ports."""
+
+    def __init__(self, zmq_port: int, tcp_port: int) -> None:
+        self.zmq_port, self.tcp_port = zmq_port, tcp_port
+
+
+def test_both_ports_and_ctrl_c_work_without_add_reader_or_signal_handlers(golden_dir, golden) -> None:
+    g = golden("tiny-a")
+    cmd = [sys.executable, "-c", SCRIPT, str(golden_dir / "tiny-a.pt"), "--device", "cpu", "--host",
+           "127.0.0.1", "--zmq-port", "0", "--tcp-port", "0", "--max-wait-ms", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        ports: dict[str, int] = {}
+        while len(ports) < 2:
+            line = proc.stdout.readline()
+            assert line, "server ended before listening:\n" + "".join(lines)
+            lines.append(line)
+            for name, pattern in READY.items():
+                if m := pattern.search(line):
+                    ports[name] = int(m.group(1))
+        srv = _Proc(ports["zmq"], ports["tcp"])
+        golden_round(srv, "zmq", g)
+        golden_round(srv, "tcp", g)
+        proc.send_signal(signal.SIGINT)  # what Ctrl+C delivers
+        out, _ = proc.communicate(timeout=60)
+        lines.append(out)
+    finally:
+        proc.kill()
+    text = "".join(lines)
+    assert proc.returncode == 0, text
+    assert "received SIGINT" in text and "shutting down" in text and text.rstrip().endswith("stopped"), text
+    assert " ERROR " not in text and "Traceback" not in text, text

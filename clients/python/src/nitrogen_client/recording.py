@@ -190,6 +190,7 @@ class RunRecorder:
 
     def _work(self) -> None:
         debug = clean = None
+        source = scaled = None  # a frame shown for several pad frames is scaled once (that is the cost)
         try:
             while (item := self._queue.get()) is not None:
                 if item[0] == "input":
@@ -200,11 +201,13 @@ class RunRecorder:
                 if debug is None:
                     debug = VideoWriter(self.path("DEBUG.mp4"), VIDEO_FPS, DEBUG_CRF, PRESET)
                     clean = VideoWriter(self.path("CLEAN.mp4"), VIDEO_FPS, CLEAN_CRF, PRESET)
+                if frame is not source:
+                    source, scaled = frame, (fit_frame(frame, DEBUG_SIZE), fit_frame(frame, CLEAN_SIZE))
                 title = f"{self.folder.name} #{self.number:04d}"
                 debug.add(render_overlay(
-                    frame, chunk.pred, action_index=index, step=chunk.step, applied=state,
+                    scaled[0], chunk.pred, action_index=index, step=chunk.step, applied=state,
                     server_timing=chunk.timing, size=DEBUG_SIZE, title=title))
-                clean.add(fit_frame(frame, CLEAN_SIZE))
+                clean.add(scaled[1])
         except BaseException as exc:  # noqa: BLE001 (reported to the player thread by _check_worker)
             self._failure = exc
             log.error("recording failed: %s", exc)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cuda_graphs import GraphedDenoiser
+from .cuda_graphs import GraphedDenoiser, GraphShared, warmup_shapes
 from .devices import pick_device
 from .errors import CheckpointError, EngineFailedError
 from .forward import BatchedForward
@@ -138,6 +138,7 @@ class InferenceEngine:
             has_game_token=self.has_game_token, device=self.device, bf16=self.bf16,
             resize_on_device=self.resize_on_device)
         self._denoisers: dict[int, Callable[[Any], torch.Tensor]] = {}
+        self.graphs = GraphShared.for_device(self.device)  # capture stream, pool, arena of this engine
         if self.options.warmup:
             self._warmup()
 
@@ -203,6 +204,8 @@ class InferenceEngine:
     # ---- the worker ----------------------------------------------------------------------------------
     def _work(self, model: ModelSource) -> None:
         try:
+            if self.device.type == "cuda":  # current device of this thread: streams, pools, handles
+                torch.cuda.set_device(self.device)
             self._setup(model)
         except BaseException as exc:  # noqa: BLE001 - re-raised by __init__ in the caller's thread
             self._setup_error = exc
@@ -298,7 +301,7 @@ class InferenceEngine:
         for listener in self._failure_listeners:
             try:
                 listener(self.failure)
-            except Exception:  # noqa: BLE001 - the others must still hear it
+            except Exception:
                 logger.exception("failure listener %r failed", listener)
 
     def _fail_queued(self) -> None:
@@ -317,7 +320,8 @@ class InferenceEngine:
             eager = functools.partial(self.forward.denoise, num_steps=num_steps)
             self.forward.step_constants(num_steps)  # made before any capture
             use_graphs = self.options.cuda_graphs and self.device.type == "cuda"
-            self._denoisers[num_steps] = (GraphedDenoiser(eager, capacity=self.options.max_batch)
+            self._denoisers[num_steps] = (GraphedDenoiser(eager, capacity=self.options.max_batch,
+                                                          shared=self.graphs, steps=num_steps)
                                           if use_graphs else eager)
         return self._denoisers[num_steps]
 
@@ -335,15 +339,21 @@ class InferenceEngine:
                 out[i] = row
         return out  # type: ignore[return-value]
 
+    def warmup_batches(self) -> list[tuple[int, int]]:
+        """(jobs, guided jobs) of the warm-up batches: on CUDA one per graph bucket of the default step
+        count, so that nothing is captured while serving it; elsewhere one batch loads the kernels."""
+        if not (self.options.cuda_graphs and self.device.type == "cuda"):
+            return [(1, 0)]
+        return warmup_shapes(self.options.max_batch)
+
     def _warmup(self) -> None:
         """Load kernels (and on CUDA capture graphs for every batch bucket) before the first client."""
         start = time.perf_counter()
-        graphs = self.options.cuda_graphs and self.device.type == "cuda"
-        sizes = [1 << k for k in range(self.options.max_batch.bit_length())
-                 if 1 << k <= self.options.max_batch] if graphs else [1]
-        frame = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
-        for n in sizes:
-            for scale in (1.0, 2.0) if graphs else (1.0,):
-                self.run_batch([Job([Frame(frame)], self.make_noise(seed=0), scale, GAME_NONE, self.default_steps)
-                                for _ in range(n)])
-        logger.info("warm-up done in %.2f s (batch sizes %s)", time.perf_counter() - start, sizes)
+        image = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+        batches = self.warmup_batches()
+        for n, guided in batches:
+            frame = Frame(image)  # one frame for the whole batch: the tower runs once
+            self.run_batch([Job([frame], self.make_noise(seed=0), 2.0 if i < guided else 1.0, GAME_NONE,
+                                self.default_steps) for i in range(n)])
+        logger.info("warm-up done in %.2f s (%d batches, %d CUDA graphs)", time.perf_counter() - start,
+                    len(batches), len(self.graphs.captured))

@@ -66,13 +66,22 @@ class BatchedForward:
         if not todo:
             return
         if self.resize is not None:
-            frames = torch.stack([self.resize(torch.tensor(f.rgb, device=self.device)) for f in todo])
+            frames = torch.stack([self.resize(self.upload(torch.from_numpy(f.rgb))) for f in todo])
         else:  # resized by the session (Pillow), only normalised here
-            frames = torch.from_numpy(np.stack([f.rgb for f in todo])).to(self.device)
+            frames = self.upload(torch.from_numpy(np.stack([f.rgb for f in todo])))
         with self.autocast():
             feats = self.model.encode_frames(normalize(frames))
         for f, feat in zip(todo, feats):
-            f.features, f.rgb = feat, None
+            # a copy: a view would keep the whole batch's (N, tokens, dim) tensor alive while this frame
+            # stays in a session's history (up to max_batch times the memory per idle session)
+            f.features, f.rgb = feat.clone(), None
+
+    def upload(self, host: torch.Tensor) -> torch.Tensor:
+        """Host tensor -> device. On CUDA through pinned memory, without waiting: a pageable copy
+        synchronises the host with the GPU (once per input, N + 4 times a batch before this)."""
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     # ---- conditioning ----------------------------------------------------------------------------------
     def _vl_row(self, frames: list[Frame], game_id: int | None) -> torch.Tensor:
@@ -87,25 +96,22 @@ class BatchedForward:
 
     def prepare(self, jobs: list[Job]) -> BatchInputs:
         """Guided jobs follow the original: no game id in either input; unconditional = newest frame."""
-        self.encode_missing_frames(jobs)
         b = len(jobs)
-        rows = [self._vl_row(j.frames, None if j.cfg_scale != 1.0 else j.game_id) for j in jobs]
         row_job, uncond, scale = list(range(b)), list(range(b)), [0.0] * b
         for i, job in enumerate(jobs):
             if job.cfg_scale != 1.0:
-                uncond[i], scale[i] = len(rows), job.cfg_scale
-                rows.append(self._vl_row(job.frames[-1:], None))
+                uncond[i], scale[i] = len(row_job), job.cfg_scale
                 row_job.append(i)
-        dev = self.device
+        # the small inputs go up first, before any GPU work they would otherwise wait behind
+        x0 = self.upload(torch.stack([j.noise for j in jobs]))
+        row_job_t, uncond_t = self.upload(torch.tensor(row_job)), self.upload(torch.tensor(uncond))
+        scale_t = self.upload(torch.tensor(scale, dtype=torch.float32).view(b, 1, 1))
+        self.encode_missing_frames(jobs)
+        rows = [self._vl_row(j.frames, None if j.cfg_scale != 1.0 else j.game_id) for j in jobs]
+        rows += [self._vl_row(jobs[i].frames[-1:], None) for i in row_job[b:]]
         with self.autocast():
             kv = self.model.condition(torch.stack(rows))
-        return BatchInputs(
-            x0=torch.stack([j.noise for j in jobs]).to(dev),
-            kv=kv,
-            row_job=torch.tensor(row_job, device=dev),
-            uncond=torch.tensor(uncond, device=dev),
-            scale=torch.tensor(scale, dtype=torch.float32, device=dev).view(b, 1, 1),
-        )
+        return BatchInputs(x0=x0, kv=kv, row_job=row_job_t, uncond=uncond_t, scale=scale_t)
 
     # ---- the Euler loop --------------------------------------------------------------------------------
     def denoise(self, inp: BatchInputs, num_steps: int) -> torch.Tensor:

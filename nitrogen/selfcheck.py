@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .devices import pick_device
+from .devices import parse_devices, pick_device
 from .engine import InferenceEngine
-from .jobs import Frame, Job
 from .options import EngineOptions
 from .precision import BF16_ATOL_OTHER
 from .preprocess import ExactResize, resize_rgb
@@ -96,30 +95,13 @@ def check_precision(device: torch.device, dtype: str) -> list[Row]:
     return rows
 
 
-def check_graphs(device: torch.device, dtype: str) -> list[Row]:
-    """The replayed CUDA graph must give the eager loop's numbers exactly, for a mixed batch."""
-    if device.type != "cuda":
-        return [Row("CUDA graph replay vs eager", None, "not applicable (no CUDA device)")]
-    from .cuda_graphs import GraphedDenoiser
+def check_graphs(devices: Sequence[torch.device], dtype: str) -> list[Row]:
+    """Every step count's graph, on every device, replayed on inputs other than the capture's
+    (nitrogen/selfcheck_graphs.py says why)."""
+    from .selfcheck_graphs import check_graphs as graph_rows
 
     g, _, _, _ = _case("tiny-b")
-    engine = _engine("tiny-b", device, EngineOptions(dtype=dtype, warmup=False))
-    try:
-        f0, f1 = Frame(g["image_0"]), Frame(g["image_1"])
-        if not engine.resize_on_device:
-            f0.rgb, f1.rgb = (resize_rgb(f.rgb, engine.image_size) for f in (f0, f1))
-        jobs = [Job([f0, f1], engine.make_noise(seed=201), 2.0, 0, engine.num_steps),
-                Job([f1], engine.make_noise(seed=7), 1.0, 0, engine.num_steps)]
-        eager_fn = partial(engine.forward.denoise, num_steps=engine.num_steps)
-        with torch.inference_mode():
-            inputs = engine.forward.prepare(jobs)
-            eager = eager_fn(inputs).cpu()
-            graphed = GraphedDenoiser(eager_fn, capacity=4)
-            replay = [graphed(inputs).cpu() for _ in range(2)]
-    finally:
-        engine.close()
-    same = all(torch.equal(r, eager) for r in replay)
-    return [Row("CUDA graph replay vs eager", same, f"max |dx| {max(float((r - eager).abs().max()) for r in replay):.1e}")]
+    return [Row(*row) for row in graph_rows(devices, dtype, g, partial(_engine, "tiny-b"))]
 
 
 def check_batching(device: torch.device, dtype: str) -> list[Row]:
@@ -194,14 +176,16 @@ def environment(device: torch.device) -> list[Row]:
     return rows
 
 
-def run(device: torch.device, checkpoint: str | None = None, timing: bool = True) -> list[Row]:
-    """Every check, in the modes the server picks for ``device`` (bf16 is checked everywhere)."""
+def run(device: torch.device, checkpoint: str | None = None, timing: bool = True,
+        devices: Sequence[torch.device] = ()) -> list[Row]:
+    """Every check, in the modes the server picks for ``device`` (bf16 is checked everywhere); the
+    CUDA-graph rows also on each of ``devices`` (the server's ``--device`` list)."""
     default = "bfloat16" if device.type == "cuda" else "float32"
     steps: list[Callable[[], list[Row]]] = [
         partial(environment, device),
         partial(check_precision, device, "float32"),
         partial(check_precision, device, "bfloat16"),
-        partial(check_graphs, device, default),
+        partial(check_graphs, list(devices) or [device], default),
         partial(check_batching, device, default),
         partial(check_resize, device),
     ]
@@ -228,11 +212,14 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nitrogen-server selfcheck", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: what the server would pick)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps, or the server's list (cuda:0,cuda:1, "
+                        "cuda:all: the first is checked in full, every one for CUDA graphs); default: what "
+                        "the server would pick")
     parser.add_argument("--checkpoint", help="also time this checkpoint (e.g. models/ng.pt)")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing rows")
     args = parser.parse_args(argv)
-    rows = run(pick_device(args.device), args.checkpoint, timing=not args.no_timing)
+    devices = [pick_device(d) for d in parse_devices(args.device)]
+    rows = run(devices[0], args.checkpoint, timing=not args.no_timing, devices=devices)
     sys.stdout.write(format_table(rows) + "\n")
     return 1 if any(r.ok is False for r in rows) else 0
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from process_kit import REPO, READY, golden_round
+from process_kit import READY, REPO, golden_round
 
 pytestmark = pytest.mark.timeout(240)
 

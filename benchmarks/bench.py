@@ -88,7 +88,7 @@ def naive_predict(engine: InferenceEngine) -> None:
                 kv = engine.model.condition(vl)
                 x = x + (1.0 / n) * engine.model.velocity(x, step, kv).float()
         if engine.device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(engine.device)
 
 
 def precision_and_steps(build: Callable[[], Any], device: str, iters: int, steps: list[int]) -> dict[str, Any]:
@@ -223,9 +223,9 @@ def protocol_overhead(n: int, device: str) -> dict[str, Any]:
 def memory(engine: InferenceEngine) -> dict[str, Any]:
     out = {"model_weights_mb": round(engine.weight_bytes / 2**20, 1),
            "host_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if engine.device.type == "cuda":
-        out["device_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        out["device_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    if engine.device.type == "cuda":  # this engine's device, peaks since this engine was built
+        out["device_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(engine.device) / 2**20, 1)
+        out["device_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved(engine.device) / 2**20, 1)
     return out
 
 
@@ -283,7 +283,7 @@ def main() -> None:
     rounds = args.rounds or (20 if gpu else 1)
 
     results: dict[str, Any] = {"machine": {
-        "device": torch.cuda.get_device_name() if gpu else cpu_name(),
+        "device": torch.cuda.get_device_name(torch.device(args.device)) if gpu else cpu_name(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
     }}
     log.info("protocol overhead with the demo model...")
@@ -291,6 +291,8 @@ def main() -> None:
 
     log.info("building the ng.pt-shaped model...")
     build = build_ng_shaped_model if args.model == "ng" else build_demo_model
+    if gpu:  # the demo engine above must not count in this engine's peaks
+        torch.cuda.reset_peak_memory_stats(torch.device(args.device))
     engine = InferenceEngine(build, ckpt_path=f"{args.model}-shaped-random", device=args.device,
                              options=EngineOptions(dtype=args.dtype))
     m = engine.config.model_cfg
@@ -305,6 +307,12 @@ def main() -> None:
         log.info("%d concurrent sessions...", n)
         results["concurrency"].append(concurrency(engine, n, rounds))
     results["memory"] = memory(engine)
+    if gpu:
+        from benchmarks.gpu_report import gpu_report
+
+        log.info("host syncs, graph coverage, memory per step count...")
+        results["gpu"] = gpu_report(engine, FRAME, [n for n in (int(v) for v in args.steps.split(","))
+                                                     if n <= m.num_inference_timesteps])
     if not args.skip_naive:  # last: it runs kernels on this thread, which would slow the worker's
         log.info("original schedule...")
         results["single"]["naive"] = percentiles(timed(lambda: naive_predict(engine), max(2, iters // 5)))

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from nitrogen_client import overlay
 from nitrogen_server.app import ServerThread
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from server_testkit import TcpClient, assert_tcp_pred, encode, server_settings
 
-PANEL_BG = np.array((22, 22, 26))  # nitrogen_client.overlay's panel background
-PRESSED = np.array((50, 170, 80))  # ...and a pressed button's cell
+PANEL_BG, PRESSED = np.array(overlay.BG), np.array(overlay.PRESSED)  # the panel's background, a pressed cell
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from nitrogen_client import overlay
 from nitrogen_server import http_view
 from nitrogen_server.app import ServerThread
 from nitrogen_server.cli import settings_from_args
@@ -97,7 +98,7 @@ def test_sessions_listed_with_their_last_frame_and_reply(live):
         px = np.asarray(img).astype(int)
         assert np.abs(px[180, 180] - (220, 30, 30)).max() < 40, px[180, 180]  # centre: the frame
         assert px[5, 180].max() < 40, px[5, 180]  # top: the pad's black bar
-        assert np.abs(px[350, 700] - (22, 22, 26)).max() < 30  # the overlay panel's background
+        assert np.abs(px[350, 700] - overlay.BG).max() < 30  # the overlay panel's background
         zmq_img = np.asarray(picture(port, rows[zmq_key]["frame"])).astype(int)
         assert np.abs(zmq_img[180, 180] - (30, 30, 220)).max() < 40
         # a failed predict keeps the last good picture and says why

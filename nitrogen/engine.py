@@ -30,7 +30,7 @@ from .jobs import GAME_NONE, Frame, Job, Timing, make_noise
 from .modeling import NitroGenModel, count_parameters
 from .onednn import bf16_supported, to_onednn_linears
 from .options import EngineOptions
-from .precision import cast_matmul_weights
+from .precision import cast_matmul_weights, slow_bf16_reason
 from .sources import ModelSourceSpec, load_source
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,9 @@ class InferenceEngine:
             self.model.fuse_projections()
         if self.bf16:
             logger.debug("bf16 matmul weights: %d layers", cast_matmul_weights(self.model))
+            if slow := slow_bf16_reason(self.device):
+                logger.warning("bf16 mode on %s: %s; it is here to check the original's GPU numerics, "
+                               "use float32 for speed", self.device, slow)
         self.weight_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
         if self.device.type == "cpu" and self.options.cpu_onednn and onednn:  # same weights, repacked

@@ -29,6 +29,15 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and (cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
 
 
+def slow_bf16_reason(device: torch.device) -> str | None:
+    """Why bf16 mode would be slow on ``device`` (a CPU without bf16 dot products), else None."""
+    if device.type != "cpu" or native_bf16(device):
+        return None
+    return (f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512-BF16 or AMX) emulates bf16 matmuls: "
+            "bf16 mode runs ~5.6x slower than float32 here (15.7 s against 2.8 s per ng.pt-sized predict on an "
+            "AVX2-only EPYC)")
+
+
 def bf16_tolerance(device: torch.device) -> float:
     return BF16_ATOL_NATIVE if native_bf16(device) else BF16_ATOL_OTHER
 

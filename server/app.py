@@ -27,10 +27,25 @@ def load_engine(settings: ServerSettings) -> Any:
     """The library's engines (one per --device entry) for the checkpoint (blocking: loads weights)."""
     from nitrogen import EnginePool
 
+    refuse_slow_bf16(settings)
     return EnginePool.from_checkpoint(
         settings.checkpoint, devices=settings.device, options=settings.engine_options,
         old_layout=settings.old_layout, adapters=[settings.adapter] if settings.adapter else [],
     )
+
+
+def refuse_slow_bf16(settings: ServerSettings) -> None:
+    """`--dtype bfloat16` on a CPU without bf16 units would serve ~5x slower than float32: refused,
+    saying why (the library still allows it, for numerics checks such as the self-check)."""
+    if settings.engine_options.dtype != "bfloat16":
+        return
+    from nitrogen.devices import parse_devices, pick_device
+    from nitrogen.precision import slow_bf16_reason
+
+    for spec in parse_devices(settings.device):
+        if reason := slow_bf16_reason(pick_device(spec)):
+            raise ValueError(f"--dtype bfloat16 refused on {pick_device(spec)}: {reason}; serve with "
+                             "--dtype float32 (the default on CPUs)")
 
 
 class NitrogenServer:

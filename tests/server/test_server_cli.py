@@ -207,3 +207,25 @@ def test_selfcheck_is_the_librarys_selfcheck():
     assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
     flags = re.compile(r"--[a-z][a-z0-9-]*")  # the usage line names the program differently
     assert set(flags.findall(ours.stdout)) == set(flags.findall(theirs.stdout)) != set()
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_refused_saying_why() -> None:
+    """Issue 20: bf16 mode is ~5.6x slower than float32 on AVX2-only CPUs; the server refuses it there
+    (and serves it where the CPU has AVX512-BF16 or AMX). Holds on either kind of CPU."""
+    import torch
+    from nitrogen.precision import native_bf16
+    from nitrogen_server.app import refuse_slow_bf16
+
+    settings = settings_from_args(["demo", "--device", "cpu", "--dtype", "bfloat16"])
+    if native_bf16(torch.device("cpu")):
+        refuse_slow_bf16(settings)  # allowed: bf16 is fast here
+        return
+    with pytest.raises(ValueError, match=r"--dtype bfloat16 refused on cpu: this CPU \(.*no AVX512-BF16 or AMX\)"):
+        refuse_slow_bf16(settings)
+    run = subprocess.run([sys.executable, "-m", "nitrogen_server", "demo", "--device", "cpu", "--dtype",
+                          "bfloat16", "--zmq-port", "0", "--tcp-port", "0"], capture_output=True, text=True,
+                         timeout=120, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2
+    assert "could not load the model: ValueError: --dtype bfloat16 refused on cpu" in run.stderr
+    assert "--dtype float32" in run.stderr
+    refuse_slow_bf16(settings_from_args(["demo", "--device", "cpu"]))  # float32: nothing to refuse

@@ -94,3 +94,25 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class FakeClock:
+    """Time that moves only when the code under test sleeps (and by ``read_cost`` per reading, as a
+    spinning loop would see). ``tick`` rounds every sleep up to a multiple of it: Windows' default
+    15.625 ms timer. ``naps`` keeps every sleep asked for."""
+
+    def __init__(self, tick: float = 0.0, read_cost: float = 1e-6) -> None:
+        self.t = 0.0
+        self.tick = tick
+        self.read_cost = read_cost
+        self.naps: list[float] = []
+
+    def now(self) -> float:
+        self.t += self.read_cost
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        if seconds > 0 and self.tick:
+            seconds = -(-seconds // self.tick) * self.tick
+        self.t += max(seconds, self.read_cost)

@@ -14,6 +14,14 @@ from .wire import TCP_PORT, ZMQ_PORT
 log = logging.getLogger("nitrogen_play")
 
 
+def _monitor(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an output number >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nitrogen-play",
@@ -59,7 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true", help="write no files (the original's --no-record)")
     p.add_argument("--record", metavar="DIR", help=argparse.SUPPRESS)  # replaced by --out: see main()
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply (default: 30)")
-    p.add_argument("--monitor", type=int, default=0, help="dxcam output index the game is on (default: 0)")
+    p.add_argument(
+        "--monitor",
+        type=_monitor,
+        default=None,
+        metavar="auto|N",
+        help="dxcam output to capture; auto: the one the game window is on, following it (default: auto)",
+    )
+    p.add_argument(
+        "--pause",
+        choices=("none", "speedhack"),
+        default="none",
+        help="none: the game runs in real time and actions already late on arrival are skipped; speedhack: "
+        "freeze the game while the model thinks, as the original did (injects xspeedhack) (default: none)",
+    )
+    p.add_argument(
+        "--game-arch", choices=("auto", "x86", "x64"), default="auto", help="the game's architecture for "
+        "--pause speedhack (default: auto, from the process)"
+    )
+    p.add_argument(
+        "--no-skip-stale", action="store_true", help="with --pause none, play every action, late or not"
+    )
+    p.add_argument(
+        "--start-presses",
+        default="auto",
+        metavar="auto|none|B1,B2*N,...",
+        help="buttons pressed once before the first frame, e.g. SOUTH,EAST*5; auto: the original's presses "
+        "for isaac-ng.exe and Cuphead.exe, none otherwise (default: auto)",
+    )
+    p.add_argument("--no-wake-up", action="store_true", help="skip the original's L3 press before playing")
+    p.add_argument(
+        "--play-unfocused",
+        action="store_true",
+        help="keep playing while the game is not the active window (default: wait until it is)",
+    )
     p.add_argument("--seed", type=int, help="seed prediction i with SEED+i (reproducible runs)")
     p.add_argument(
         "--countdown", type=float, default=3.0, help="seconds to focus the game before play starts"
@@ -80,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if (args.process is None) == (args.video is None):
         parser.error("give --process (a game window) or --video (a video file or folder), not both")
+    if args.video is not None and args.pause != "none":
+        parser.error("--pause speedhack freezes a game process; a --video already waits for the pad")
+    from .startup import presses_for
+
+    try:
+        presses = presses_for(args.process, args.start_presses) if args.process else ()
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -99,12 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     client = connect(args.host, args.port, args.protocol, timeout_s=args.timeout)
-    capture = pad = recorder = None
+    capture = pad = recorder = pause = None
     try:
         if window is not None:
             from .capture import DxcamCapture
+            from .pause import make_pause
 
-            capture = DxcamCapture(window.hwnd, fps=args.fps, output_idx=args.monitor)
+            capture = DxcamCapture(
+                window.hwnd, fps=args.fps, output_idx=args.monitor, require_foreground=not args.play_unfocused
+            )
+            arch = None if args.game_arch == "auto" else args.game_arch
+            pause = make_pause(args.pause, window.pid, arch)
         else:
             from .video_capture import VideoCapture
 
@@ -115,8 +169,16 @@ def main(argv: list[str] | None = None) -> int:
             client,
             capture,
             pad,
-            PlayerOptions(fps=args.fps, allow_menu=args.allow_menu, seed=args.seed),
+            PlayerOptions(
+                fps=args.fps,
+                allow_menu=args.allow_menu,
+                seed=args.seed,
+                skip_stale=window is not None and not args.no_skip_stale,  # a video waits for the pad
+                start_presses=presses,
+                wake_up=window is not None and not args.no_wake_up,
+            ),
             recorder=recorder,
+            pause=pause,
         )
         if window is None:  # the video advances with the pad's clock, not the wall clock
             capture.clock = lambda: player.stats.pad_frames / args.fps
@@ -130,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     finally:
-        for part in (pad, capture, client, recorder):
+        for part in (pad, pause, capture, client, recorder):
             if part is not None:
                 try:
                     part.close()

@@ -241,16 +241,20 @@ class VGamepadPad(Pad):
             self._pad.update()
 
     def close(self) -> None:
+        """Release everything, then unplug the pad. vgamepad (0.2.0 included) has no close(): a pad
+        is unplugged by its ``__del__`` (vigem_target_remove), so the last reference is dropped here."""
         if self._closed:
             return
         try:
             self.reset()
         finally:
             self._closed = True
-            closer = getattr(self._pad, "close", None)  # vgamepad >= 0.1.1
+            pad, self._pad = self._pad, None
+            closer = getattr(pad, "close", None)  # in case a later vgamepad adds one
             if callable(closer):
                 closer()
-            log.info("virtual %s pad released", self.controller)
+            del pad  # CPython runs __del__ now: the game sees the pad unplugged
+            log.info("virtual %s pad unplugged", self.controller)
 
 
 class NullPad(Pad):

@@ -34,26 +34,22 @@ def resize_square(image: Any, size: int = FRAME_SIDE) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def _area_axis(arr: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Mean of each of ``size`` equal spans along ``axis``, pixels cut by a span edge counted pro rata.
-
-    A span [b, b + s) sums whole pixels floor(b)..floor(b + s) - 1 (one reduceat), minus the part of the
-    first pixel before b, plus the part of the last pixel before b + s: exact area weights.
-    """
-    n = arr.shape[axis]
-    scale = n / size
-    edges = np.arange(size + 1) * scale
+def _area_rows(arr: np.ndarray, size: int) -> np.ndarray:
+    """Mean of each of ``size`` equal spans of the rows of a 2-D array, rows cut by a span edge counted
+    pro rata: span [b, e) sums whole rows floor(b)..floor(e) - 1, minus the part of row floor(b) before
+    b, plus the part of row floor(e) before e. Row slabs summed one by one: numpy's reduceat is slower."""
+    n = arr.shape[0]
+    edges = np.arange(size + 1) * n / size
     start = np.minimum(np.floor(edges).astype(np.intp), n)
-    frac = (edges - start).astype(np.float32)
-    frac_end = np.where(start[1:] < n, frac[1:], 0).astype(np.float32)
-    # uint8 sums of up to 257 pixels fit uint16, which numpy adds about twice as fast as int32
-    acc = (np.uint16 if scale < 256 else np.uint32) if arr.dtype == np.uint8 else np.float32
-    sums = np.add.reduceat(arr, start[:-1], axis=axis, dtype=acc)
-    shape = [1] * arr.ndim
-    shape[axis] = -1
-    head = np.take(arr, start[:-1], axis) * frac[:-1].reshape(shape)
-    tail = np.take(arr, np.minimum(start[1:], n - 1), axis) * frac_end.reshape(shape)
-    return (sums - head + tail) * np.float32(1 / scale)
+    frac = (edges - start).astype(np.float32)[:, None]
+    acc = np.uint16 if arr.dtype == np.uint8 and n < 256 * size else np.float32  # 257 x 255 fits uint16
+    out = np.empty((size, arr.shape[1]), np.float32)
+    for j in range(size):
+        out[j] = arr[start[j] : start[j + 1]].sum(axis=0, dtype=acc)
+    out -= frac[:-1] * arr[start[:-1]]
+    out += np.where(start[1:, None] < n, frac[1:], 0) * arr[np.minimum(start[1:], n - 1)]
+    out *= np.float32(size / n)
+    return out
 
 
 def resize_area(image: Any, size: int = FRAME_SIDE) -> np.ndarray:
@@ -71,8 +67,10 @@ def resize_area(image: Any, size: int = FRAME_SIDE) -> np.ndarray:
         return arr
     if h < size or w < size:
         return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
-    out = _area_axis(_area_axis(arr, size, 1), size, 0)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    rows = _area_rows(arr.reshape(h, w * 3), size).reshape(size, w, 3)  # shrink the height, then the width
+    cols = _area_rows(np.ascontiguousarray(rows.transpose(1, 0, 2)).reshape(w, size * 3), size)
+    out = np.clip(np.rint(cols.reshape(size, size, 3).transpose(1, 0, 2)), 0, 255)
+    return np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def encode_png(image: Any, compress_level: int = 1) -> bytes:

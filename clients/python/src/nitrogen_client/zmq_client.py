@@ -120,6 +120,8 @@ class ModelClient(PolicyClient):
         """Predict from an RGB frame; arrays go as they are (the server validates and says what is wrong)."""
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
+        if isinstance(image, np.ndarray) and image.ndim and not image.flags.c_contiguous:
+            image = np.ascontiguousarray(image)  # a transposed view pickles in a form the server refuses
         message: dict[str, Any] = {"type": "predict", "image": image}
         if seed is not None:
             message["seed"] = int(seed)

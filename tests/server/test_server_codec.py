@@ -159,6 +159,21 @@ def test_unpickler_allows_data_numpy_and_pil():
     assert np.array_equal(np.asarray(safe_loads(pickle.dumps(opened)).to_pil(MAX)), img)
 
 
+@pytest.mark.parametrize("axes", [(1, 0, 2), (2, 0, 1), (0, 2, 1)])
+def test_unpickler_rebuilds_arrays_in_neither_c_nor_f_order(axes):
+    """numpy pickles such an array (a transposed frame) with protocol 5, Python 3.14's default, as its
+    bytes in memory order plus the axis order: refused before (found by the player's tests)."""
+    arr = frame(21, 5, 7).transpose(axes)
+    assert not (arr.flags["C_CONTIGUOUS"] or arr.flags["F_CONTIGUOUS"])
+    for protocol in (2, 4, 5):
+        assert np.array_equal(safe_loads(pickle.dumps({"image": arr}, protocol=protocol))["image"], arr)
+    good = pickle.dumps({"image": arr}, protocol=5)
+    ints = b"".join(b"K" + bytes([a]) for a in axes)  # the axis order, as BININT1 opcodes
+    assert good.count(ints) == 1
+    with pytest.raises(UnsafePickleError, match="axis order"):  # one that is not a permutation
+        safe_loads(good.replace(ints, b"K\x00K\x00K\x01"))
+
+
 class _WritesFile:
     def __init__(self, path: str) -> None:
         self.path = path

@@ -25,7 +25,7 @@ import zmq
 from client_testkit import REPO
 from nitrogen_client import ModelClient, TcpClient, wire
 from nitrogen_client.player import Player, PlayerOptions
-from nitrogen_client.recorder import Recorder
+from nitrogen_client.recording import RunRecorder
 from test_client_player import FrameSource, RecordingPad
 
 CLIENT_SRC = REPO / "clients" / "python" / "src" / "nitrogen_client"
@@ -165,14 +165,15 @@ def test_tcp_client_asks_for_stretch_unless_told_otherwise():
 
 @pytest.mark.parametrize("kind", ["zmq", "tcp"])
 def test_player_records_the_server_timing_of_each_predict(scripted, kind, tmp_path: Path):
-    recorder = Recorder(tmp_path / "rec", save_frames=False)
+    recorder = RunRecorder(tmp_path / "out", videos=False)
     frames = [np.full((256, 256, 3), i, np.uint8) for i in range(3)]
     with make(kind, scripted) as client:
         Player(client, FrameSource(frames), RecordingPad(), PlayerOptions(fps=5000.0), recorder=recorder).run(
             max_predictions=3)
     recorder.close()
-    lines = [json.loads(x) for x in (tmp_path / "rec" / "actions.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [s for s in range(3) for _ in range(HORIZON)]
+    lines = [json.loads(x) for x in recorder.path("PLAYER.jsonl").read_text().splitlines()]
+    lines = [ln for ln in lines if ln["type"] == "predict"]
+    assert [ln["step"] for ln in lines] == [0, 1, 2]
     for ln in lines:
         n = ln["step"] + 1
         expected = {"queue_ms": n, "infer_ms": 10.0 * n, "total_ms": 11.0 * n + 0.5} if scripted.timing else None

@@ -92,6 +92,7 @@ def main() -> None:
     plain, plain_ports = start_server(http=False)
     live, live_ports = start_server(http=True)
     results: dict[str, tuple[list[float], list[float]]] = {c: ([], []) for c in CONDITIONS}
+    pictures, watched_s = 0, 0.0  # what the viewer got while it watched
     try:
         clients = {False: TcpClient(HOST, plain_ports["tcp"]), True: TcpClient(HOST, live_ports["tcp"])}
         for c in clients.values():
@@ -111,12 +112,14 @@ def main() -> None:
                     stalled.connect((HOST, live_ports["http"]))
                     stalled.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
                     time.sleep(0.2)
+                started = time.perf_counter()
                 rtt, total = timed_block(client, args.per_block)
                 results[condition][0].extend(rtt)
                 results[condition][1].extend(total)
                 if helper is not None:
+                    watched_s += time.perf_counter() - started
                     helper.kill()
-                    helper.wait()
+                    pictures += helper.communicate()[0].count("fetched")
                 if stalled is not None:
                     stalled.close()
         for c in clients.values():
@@ -125,8 +128,10 @@ def main() -> None:
         for proc in (plain, live):
             proc.terminate()
             proc.wait(30)
-    print(json.dumps({c: {"round_trip_ms": summary(r), "server_total_ms": summary(t)}
-                      for c, (r, t) in results.items()}, indent=1))
+    report: dict[str, object] = {c: {"round_trip_ms": summary(r), "server_total_ms": summary(t)}
+                                 for c, (r, t) in results.items()}
+    report["viewer_pictures_per_s"] = round(pictures / watched_s, 2) if watched_s else None
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

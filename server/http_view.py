@@ -25,6 +25,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -69,7 +70,8 @@ class HttpView:
         self._page = resources.files(__package__).joinpath("live_page.html").read_bytes()
         self._renders: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # session id -> (shown, jpeg)
         self._rendering: dict[tuple[int, int], asyncio.Future[bytes]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nitrogen-live-render")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nitrogen-live-render",
+                                        initializer=_lower_priority)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -218,6 +220,14 @@ class HttpView:
         buf = io.BytesIO()
         render_last(entry, self.max_image_side).save(buf, format="JPEG", quality=85)
         return buf.getvalue()
+
+
+def _lower_priority() -> None:
+    """The render thread yields the CPU to the predicts (Linux: niceness is per thread; elsewhere a no-op)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10))
+    except (AttributeError, OSError):
+        pass
 
 
 def _json(value: Any) -> bytes:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ClientError
-from .backend import EnvIdError
 from .config import EvalConfig, episode_seeds
 from .registry import backend_for
 from .results import write_results
@@ -118,8 +117,8 @@ class _Run:
         kind = event[0]
         if kind == "steps":
             self.outcome.steps += event[1]
-            bar.set_postfix(steps=self.outcome.steps,
-                            steps_per_s=round(self.outcome.steps / (time.perf_counter() - self.started), 1))
+            rate = self.outcome.steps / (time.perf_counter() - self.started)
+            bar.set_postfix({"env steps": self.outcome.steps, "steps/s": f"{rate:.1f}"})
         elif kind == "episode":
             self.outcome.rows.append(event[1])
             self.write()
@@ -176,5 +175,3 @@ def run_eval(cfg: EvalConfig, log_level: str = "warning") -> Outcome:
              info.get("action_downsample_ratio"))
     return _Run(cfg, info, log_level).run()
 
-
-__all__ = ["EnvIdError", "Outcome", "ServerUnreachable", "run_eval"]

@@ -76,6 +76,7 @@ class HttpView:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._closing = False
+        self._render_failed = False
         self._thread = threading.Thread(target=self._run, name="nitrogen-http", daemon=True)
 
     # ---- lifecycle (called from the server's thread) ----
@@ -193,8 +194,10 @@ class HttpView:
             raise web.HTTPNotFound(text="no frame for this session: it ended, or its frame was not kept\n")
         try:
             jpeg = await self._render(entry)
-        except Exception as exc:  # e.g. the client package missing: say so, keep serving
-            log.warning("live view: could not render session %s: %s: %s", entry.key, type(exc).__name__, exc)
+        except Exception as exc:  # e.g. the client package missing: say so (once), keep serving
+            log.log(logging.DEBUG if self._render_failed else logging.WARNING,
+                    "live view: could not draw session %s: %s: %s", entry.key, type(exc).__name__, exc)
+            self._render_failed = True
             raise web.HTTPServiceUnavailable(text=f"could not render: {type(exc).__name__}: {exc}\n") from exc
         return web.Response(body=jpeg, content_type="image/jpeg", headers=NO_STORE)
 
@@ -246,6 +249,11 @@ def start_http_view(server: Any) -> HttpView | None:
     if settings.metrics_port is not None and settings.http_port is None:
         log.warning("--metrics-port (NITROGEN_METRICS_PORT) is the old name of --http-port (NITROGEN_HTTP_PORT), "
                     "which serves /metrics and the live view on one port")
+    try:
+        import nitrogen_client.overlay  # noqa: F401 - only to say now, not at the first picture, if it is missing
+    except ImportError as exc:
+        log.warning("the live view will show no pictures: %s (install the client package: "
+                    "pip install ./clients/python)", exc)
     service = server.service
     live = LiveSessions(service.sessions)
     view = HttpView(live, server.metrics, settings.host, port, settings.max_image_side)

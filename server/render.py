@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 from .recorder import safe_dir_name
 
 log = logging.getLogger("nitrogen_server.render")
+DEBUG_CRF = 32  # the player's NNNN_DEBUG.mp4 quality (README, Python client section)
 
 
 class RenderSettings(BaseSettings):
@@ -103,7 +104,7 @@ def render_video(records: list[Record], output: Path, fps: float = 60.0, height:
     from nitrogen_client.video_writer import VideoWriter
 
     size = frame_size(records[0].frame, height)
-    writer = VideoWriter(output, fps=fps)
+    writer = VideoWriter(output, fps=fps, crf=DEBUG_CRF)
     try:
         for step, rec in enumerate(records, 1):
             with Image.open(rec.frame) as img:

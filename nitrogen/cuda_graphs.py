@@ -28,7 +28,9 @@ import torch
 from .forward import BatchInputs
 
 logger = logging.getLogger(__name__)
-_CAPTURE_LOCK = threading.Lock()  # one capture at a time in the process
+# One capture at a time in the process; also held by anything that empties the allocator's cache
+# (torch asserts no capture is under way on any device when it does).
+CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -155,9 +157,9 @@ class GraphedDenoiser:
         self._load(static, inp)
         sh = self._shared
         assert sh.stream is not None and sh.device is not None
-        with _CAPTURE_LOCK, torch.cuda.device(sh.device):
+        with CAPTURE_LOCK, torch.cuda.device(sh.device):
             before = torch.cuda.current_stream(sh.device)
-            graph, out = torch.cuda.CUDAGraph(), None
+            graph, out, capturing = torch.cuda.CUDAGraph(), None, False
             try:
                 sh.stream.wait_stream(before)
                 torch.cuda.set_stream(sh.stream)
@@ -165,12 +167,15 @@ class GraphedDenoiser:
                     self._denoise(static)
                 sh.stream.synchronize()
                 graph.capture_begin(pool=sh.pool, capture_error_mode="thread_local")
+                capturing = True
                 try:
                     out = self._denoise(static)
                 finally:
                     graph.capture_end()
+                    capturing = False
             except Exception:  # a driver/library that can't capture: stay correct, just slower
-                self._end_pool_allocation()
+                if capturing:  # capture_end raised before undoing what capture_begin did
+                    self._undo_capture_begin()
                 logger.warning("CUDA graph capture failed on %s; this engine runs the denoising loop eagerly "
                                "from now on", sh.device, exc_info=True)
                 sh.broken = True
@@ -183,10 +188,13 @@ class GraphedDenoiser:
                     self._steps, sh.device, jobs, extra_rows)
         return _Captured(static, out, graph)
 
-    def _end_pool_allocation(self) -> None:
-        """After a failed capture: allocations must stop going to the graph pool (no-op if they did)."""
+    def _undo_capture_begin(self) -> None:
+        """After capture_end raised: allocations must stop going to the graph pool, and the pool's use
+        count taken by capture_begin must be given back (or the pool outlives the engine)."""
         sh = self._shared
-        try:
-            torch._C._cuda_endAllocateToPool(sh.device.index, sh.pool)
-        except Exception as exc:  # noqa: BLE001 - capture_end got that far itself: nothing to undo
-            logger.debug("graph pool allocation already ended: %s", exc)
+        assert sh.device is not None and sh.device.index is not None
+        for undo in (torch._C._cuda_endAllocateToPool, torch._C._cuda_releasePool):
+            try:
+                undo(sh.device.index, sh.pool)
+            except Exception as exc:  # noqa: BLE001 - capture_end got that far itself: nothing to undo
+                logger.debug("%s after a failed capture: %s", undo.__name__, exc)

@@ -6,11 +6,15 @@ import torch
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
-    """The device itself, or the best one available."""
+    """The device itself, or the best one available; CUDA always with its index (``cuda`` is the
+    current device), since per-device calls such as ``torch.cuda.set_device`` refuse an index-less one."""
     if device is not None:
-        return torch.device(device)
+        picked = torch.device(device)
+        if picked.type == "cuda" and picked.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        return picked
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

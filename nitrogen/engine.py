@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cuda_graphs import GraphedDenoiser, GraphShared, warmup_shapes
+from .cuda_graphs import CAPTURE_LOCK, GraphedDenoiser, GraphShared, warmup_shapes
 from .devices import pick_device
 from .errors import CheckpointError, EngineFailedError
 from .forward import BatchedForward
@@ -243,6 +243,7 @@ class InferenceEngine:
             del batch, first  # an idle worker must not keep the last jobs' sessions (and features) alive
             job = None
             if stop:
+                self._fail_queued()  # submitted behind close(): never left waiting
                 return
 
     def _run_safely(self, batch: list[Job]) -> None:
@@ -287,7 +288,8 @@ class InferenceEngine:
             return None
         try:
             torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
+            with CAPTURE_LOCK:  # empty_cache asserts that no engine is capturing a graph right now
+                torch.cuda.empty_cache()
         except Exception as probe:  # noqa: BLE001 - any failure here means the context is gone
             return f"the device no longer responds: {type(probe).__name__}: {probe}"
         return None
@@ -308,13 +310,15 @@ class InferenceEngine:
                 logger.exception("failure listener %r failed", listener)
 
     def _fail_queued(self) -> None:
+        """Resolve every job still queued with an error: the worker will not run them."""
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
             if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(EngineFailedError(self.failure or "engine out of service"))
+                job.future.set_exception(EngineFailedError(self.failure) if self.failure is not None
+                                         else RuntimeError("inference engine is closed"))
 
     # ---- the computation -------------------------------------------------------------------------------
     def _denoiser(self, num_steps: int) -> Callable[[Any], torch.Tensor]:

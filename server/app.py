@@ -62,12 +62,12 @@ class NitrogenServer:
         self.metrics: ServerMetrics | None = None
         self._failed: asyncio.Event | None = None
         self.supervisor: Supervisor | None = None
+        self.http: HttpView | None = None
 
     @property
     def failure(self) -> str | None:
         """Why the server stopped itself (a part died), or None."""
         return self.supervisor.failure if self.supervisor else None
-        self.http: HttpView | None = None
 
     @property
     def engines(self) -> list[Any]:
@@ -114,6 +114,9 @@ class NitrogenServer:
             sup.watch(part, lambda e=engine: e.failure or (None if e.healthy else "its worker thread ended"))
             engine.add_failure_listener(
                 lambda reason, part=part: loop.call_soon_threadsafe(sup.fail, part, reason))
+        http = self.http
+        if http is not None:
+            sup.watch("http port", lambda: None if http.is_alive() else "its listener thread ended")
         recorder = self.service.recorder
         if recorder is not None:
             sup.watch("recorder", lambda: None if recorder.is_alive() else "its writer thread ended")

@@ -99,6 +99,7 @@ async def _serve(settings: ServerSettings, engine: Any) -> str | None:
         stop.set()
 
     # SIGBREAK (Windows only): Ctrl+Break, and closing the console window (Windows then allows ~5 s).
+    restore: list[tuple[int, Any]] = []
     for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGBREAK", None)):
         if signum is None:
             continue
@@ -107,9 +108,14 @@ async def _serve(settings: ServerSettings, engine: Any) -> str | None:
         except (NotImplementedError, RuntimeError):
             # Windows' loops have no add_signal_handler: without this, Ctrl+C raised KeyboardInterrupt
             # in the middle of the loop and skipped the graceful stop (in-flight work, the recorder's queue).
-            signal.signal(signum, lambda sig, _frame: loop.call_soon_threadsafe(on_signal, sig))
+            handler = signal.signal(signum, lambda sig, _frame: loop.call_soon_threadsafe(on_signal, sig))
+            restore.append((signum, handler))
     server = NitrogenServer(settings, engine)
-    return await server.serve(stop)
+    try:
+        return await server.serve(stop)
+    finally:  # a signal after the loop has closed must not reach it
+        for signum, handler in restore:
+            signal.signal(signum, handler)
 
 
 def _exit_while_loading(signum: int, frame: Any) -> None:

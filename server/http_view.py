@@ -92,6 +92,10 @@ class HttpView:
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
         return self.port
 
+    def is_alive(self) -> bool:
+        """False once the listener's thread has ended (after close, or because it failed)."""
+        return self._thread.is_alive()
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop serving (open event streams end) and the render thread."""
         if self._loop is not None and self._thread.is_alive():

@@ -96,8 +96,8 @@ class ArrayRecord:
         array = build_array(where, shape, dtype.resolve(where), raw, fortran, limits)
         if self.axes is None:
             return array
-        if not (isinstance(self.axes, tuple) and sorted(self.axes) == list(range(array.ndim))
-                and all(type(a) is int for a in self.axes)):
+        if not (isinstance(self.axes, tuple) and len(self.axes) == array.ndim
+                and all(type(a) is int for a in self.axes) and sorted(self.axes) == list(range(array.ndim))):
             raise UnsafePickleError(f"{where} has axis order {describe(self.axes)}; expected a permutation of "
                                     f"0..{array.ndim - 1}")
         return np.ascontiguousarray(array.transpose(self.axes))

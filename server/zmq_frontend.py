@@ -135,14 +135,18 @@ class ZmqFrontend:
 
     async def stop_accepting(self) -> None:
         """Stop taking new requests; requests already received keep running."""
-        self._io.stop_accepting()
+        await asyncio.to_thread(self._io.stop_accepting)
 
     async def finish(self, timeout: float) -> None:
         """Wait for in-flight answers (up to `timeout`), then close the sockets, flushing replies."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while live := {t for t in self._tasks if not t.done()}:  # answers handed over meanwhile too
+            left = deadline - asyncio.get_running_loop().time()
+            _, pending = await asyncio.wait(live, timeout=max(0.0, left))
+            if pending and left <= 0:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
         self._finishing = True
         await asyncio.to_thread(self._io.close)

@@ -90,6 +90,7 @@ class ZmqIO:
                 self.port = port
         except zmq.ZMQError as exc:
             self._close_sockets()
+            self._ctx.term()
             raise OSError(exc.errno, f"zmq port {host}:{port}: {exc}") from exc
         # replies and commands from other threads: a queue, and one byte on a socket pair to wake the poll
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -100,6 +101,7 @@ class ZmqIO:
         self._next_serial = itertools.count(1)
         self._inflight = 0
         self._accepting = True
+        self._stopped_accepting = threading.Event()  # set by this thread once no request is read any more
         self._dropped = 0
         self._dropped_logged_at = 0.0
         self._thread = threading.Thread(target=self._main, name="nitrogen-zmq-io", daemon=True)
@@ -116,9 +118,12 @@ class ZmqIO:
         """Send ``frame`` to the message's sender (None: no reply); frees its in-flight slot."""
         self._command(("reply", msg, frame))
 
-    def stop_accepting(self) -> None:
-        """No new requests; replies still go out."""
+    def stop_accepting(self, timeout: float = 5.0) -> None:
+        """No new requests; replies still go out. Blocks until the thread has stopped reading, so every
+        request read before has been handed to ``on_message`` by the time this returns."""
         self._command(("stop",))
+        if self._thread.is_alive():
+            self._stopped_accepting.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued, close the sockets, end the thread (blocking, up to ``timeout``)."""
@@ -178,7 +183,7 @@ class ZmqIO:
             self._drain_monitor()
             if self._wake_r.fileno() in ready and self._run_commands():  # plain sockets come back as fds
                 return
-            if self._router in ready:
+            if self._router in ready and self._accepting:
                 self._read_messages()
 
     def _run_commands(self) -> bool:
@@ -198,12 +203,14 @@ class ZmqIO:
                 self._send_reply(command[1], command[2])
             elif command[0] == "stop":
                 self._accepting = False
+                self._stopped_accepting.set()
             elif command[0] == "close":
                 return True
 
     def _send_reply(self, msg: Incoming, frame: bytes | None) -> None:
         if frame is None:
             return
+        self._drain_monitor()  # the latest word on who is still connected, right before the send
         if self._serials.get(msg.fd) != msg.serial:  # it left: its routing id may be someone else's now
             log.info("%s left before its reply", msg.key)
             self._connection_closed(msg.serial)
@@ -216,7 +223,7 @@ class ZmqIO:
 
     def _read_messages(self) -> None:
         for _ in range(READ_BURST):
-            if self._inflight >= self._max_inflight:
+            if self._inflight >= self._max_inflight or not self._accepting:
                 return
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)

@@ -28,7 +28,7 @@ from nitrogen_server.protocol import (
     ResetRequest,
     parse_request,
 )
-from nitrogen_server.safe_pickle import PickledImage, UnsafePickleError, safe_loads
+from nitrogen_server.safe_pickle import PickledImage, PickleLimits, UnsafePickleError, safe_loads
 from PIL import Image
 from server_testkit import bmp_top_down, encode, frame
 
@@ -231,3 +231,15 @@ def test_every_engine_option_is_a_server_setting_with_the_same_default():
     for name, field in EngineOptions.model_fields.items():
         assert name in ServerSettings.model_fields, f"--{name.replace('_', '-')} missing from the server"
         assert ServerSettings.model_fields[name].default == field.default, name
+
+
+@pytest.mark.parametrize("axes", [(0, "a", 1), ({}, {}, {}), (0, [1], 2), (0, 1), (True, 0, 1)])
+def test_an_axis_order_of_the_wrong_kind_is_the_clients_mistake(axes):
+    """Not a TypeError from sorting it (which the server would log as its own fault, traceback and all)."""
+    from nitrogen_server.pickle_records import ArrayRecord, DTypeRecord
+
+    record = ArrayRecord()
+    dtype = DTypeRecord("u1", False, True)
+    record.parts, record.axes = ((2, 2, 3), dtype, False, bytes(12)), axes
+    with pytest.raises(UnsafePickleError, match="axis order"):
+        record.to_array("image", PickleLimits())

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from nitrogen_server.app import ServerThread
+from process_kit import ServerProcess, golden_round
 from server_testkit import server_settings
 
 
@@ -45,3 +46,19 @@ def demo_server(server_errors) -> Iterator[ServerThread]:
     """One demo-model server shared by the protocol, load and abuse tests."""
     with ServerThread(server_settings()) as srv:
         yield srv
+
+
+@pytest.fixture
+def tiny_a_process(golden_dir, golden) -> Iterator[tuple[ServerProcess, dict]]:
+    """A fresh server process on the golden tiny-a checkpoint, warmed up on both ports; afterwards it
+    must have logged no ERROR and stop cleanly (exit 0)."""
+    srv = ServerProcess(str(golden_dir / "tiny-a.pt"))
+    g = golden("tiny-a")
+    try:
+        golden_round(srv, "tcp", g)  # warm both ports up before measuring
+        golden_round(srv, "zmq", g)
+        yield srv, g
+        assert not srv.errors_logged(), "server logged errors:\n" + "".join(srv.errors_logged())
+    finally:
+        code = srv.stop()
+    assert code == 0, f"server exited {code}:\n{srv.log()}"

@@ -116,6 +116,23 @@ class ServerProcess:
         return self.proc.returncode
 
 
+class ListeningPorts:
+    """The two ports of a server process started by a test's own command, read from its log lines
+    (kept in ``lines``); enough of ServerProcess for golden_round."""
+
+    def __init__(self, proc: subprocess.Popen, lines: list[str]) -> None:
+        assert proc.stdout is not None
+        ports: dict[str, int] = {}
+        while len(ports) < 2:
+            line = proc.stdout.readline()
+            assert line, "server ended before listening:\n" + "".join(lines)
+            lines.append(line)
+            for name, pattern in READY.items():
+                if m := pattern.search(line):
+                    ports[name] = int(m.group(1))
+        self.zmq_port, self.tcp_port = ports["zmq"], ports["tcp"]
+
+
 def check_golden(pred: dict[str, Any], g: dict[str, np.ndarray], i: int) -> None:
     """Buttons exactly; sticks within 1e-4 (2e-2 for frames the model resizes)."""
     atol = STICK_ATOL if g[f"image_{i}"].shape[:2] == (256, 256) else RESIZED_ATOL

@@ -45,18 +45,6 @@ def is_error(reply: dict, *words: str) -> bool:
     return reply.get("status") == "error" and len(msg) <= 300 and all(w in msg for w in words)
 
 
-@pytest.fixture
-def tiny_a(golden_dir, golden) -> Iterator[tuple[ServerProcess, dict]]:
-    srv = ServerProcess(str(golden_dir / "tiny-a.pt"))
-    g = golden("tiny-a")
-    try:
-        golden_round(srv, "tcp", g)  # warm both ports up before measuring
-        golden_round(srv, "zmq", g)
-        yield srv, g
-        assert not srv.errors_logged(), "server logged errors:\n" + "".join(srv.errors_logged())
-    finally:
-        code = srv.stop()
-    assert code == 0, f"server exited {code}:\n{srv.log()}"
 
 
 @contextlib.contextmanager
@@ -75,8 +63,8 @@ def abuse(srv: ServerProcess, g: dict, golden_port: str, rss_budget_mib: float =
 
 # ---- 1. numpy dtype state from the client never reaches numpy ------------------------------------------
 
-def test_object_dtype_state_is_refused_not_crashing(tiny_a):
-    srv, g = tiny_a
+def test_object_dtype_state_is_refused_not_crashing(tiny_a_process):
+    srv, g = tiny_a_process
     plain = state_ops(3, "|", b"N", -1, -1, 0)
     bad_states = [state_ops(3, "|", b"N", -1, -1, 1),  # the reported crash: object dtype, flags=1
                   state_ops(3, "|", b"N", 8, 8, 63), state_ops(3, "<", b"N", 1 << 30, -1, 0),
@@ -97,8 +85,8 @@ def test_object_dtype_state_is_refused_not_crashing(tiny_a):
 
 # ---- 2. values an error message cannot quote still get a reply -----------------------------------------
 
-def test_unquotable_values_get_error_replies_naming_the_field(tiny_a):
-    srv, g = tiny_a
+def test_unquotable_values_get_error_replies_naming_the_field(tiny_a_process):
+    srv, g = tiny_a_process
     huge = b"\x8a" + bytes([255]) + b"\x01" * 254 + b"\x01"  # LONG1: a 2,040-bit integer
     huger = pickle.dumps(10**5000)[2:-1]  # LONG4 of a 5,001-digit integer
     deep = b"]" * 2000 + b"a" * 1999  # a list nested 2,000 deep
@@ -207,8 +195,8 @@ def test_routing_id_of_a_departed_peer_gets_a_fresh_session(golden_dir, golden):
 
 # ---- 5. what an unpickle may allocate is bounded before it allocates -----------------------------------
 
-def test_memory_amplifying_pickles_are_refused_cheaply(tiny_a):
-    srv, g = tiny_a
+def test_memory_amplifying_pickles_are_refused_cheaply(tiny_a_process):
+    srv, g = tiny_a_process
     one_mib = b"B" + struct.pack("<I", 1 << 20) + bytes(1 << 20) + b"q\x00"  # BINBYTES, memo 0
     copies = b"c__builtin__\nbytearray\nq\x01" + b"(" + b"h\x01h\x00\x85R" * 300 + b"l"  # 300 x 1 MiB
     cases = {
@@ -239,8 +227,8 @@ def test_memory_amplifying_pickles_are_refused_cheaply(tiny_a):
 # ---- 6. decode work per request is bounded, and heavy decodes cannot starve other clients ---------------
 
 
-def test_decode_work_is_bounded_and_heavy_decodes_do_not_starve_others(tiny_a):
-    srv, g = tiny_a
+def test_decode_work_is_bounded_and_heavy_decodes_do_not_starve_others(tiny_a_process):
+    srv, g = tiny_a_process
     bomb = jpeg_with_scans(256, 1000)  # ~14 KB; was decoded, 1,000 passes
     bigger = jpeg_with_scans(2048, 1000)  # was 3.8 s of CPU per request
     heavy = jpeg_with_scans(2048, 48)  # allowed: 2048^2 x 48 = the limit for a 4096 side
@@ -289,8 +277,8 @@ def test_decode_work_is_bounded_and_heavy_decodes_do_not_starve_others(tiny_a):
 
 # ---- 7. the smaller things ------------------------------------------------------------------------------
 
-def test_smaller_things(tiny_a):
-    srv, g = tiny_a
+def test_smaller_things(tiny_a_process):
+    srv, g = tiny_a_process
     port = srv.tcp_port
     with abuse(srv, g, "zmq"):
         # the header limit counts the whole line: 65,536 bytes with the \n is the largest accepted

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from process_kit import REPO, ServerProcess, golden_round
+from process_kit import REPO, ListeningPorts, ServerProcess, golden_round
 from server_testkit import ModelClient, TcpClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,21 +67,8 @@ def zmq_info_answers(srv: ServerProcess) -> None:
         assert c.call({"type": "info"})["status"] == "ok"
 
 
-@pytest.fixture
-def tiny_a_server(golden_dir, golden):
-    srv = ServerProcess(str(golden_dir / "tiny-a.pt"))
-    g = golden("tiny-a")
-    try:
-        golden_round(srv, "zmq", g)
-        yield srv, g
-        assert not srv.errors_logged(), "server logged errors:\n" + "".join(srv.errors_logged())
-    finally:
-        code = srv.stop()
-    assert code == 0, f"server exited {code}:\n{srv.log()}"
-
-
-def test_the_reported_junk_connection_no_longer_disables_the_zmq_port(tiny_a_server) -> None:
-    srv, g = tiny_a_server
+def test_the_reported_junk_connection_no_longer_disables_the_zmq_port(tiny_a_process) -> None:
+    srv, g = tiny_a_process
     random.seed(0)  # the reproduction, byte for byte
     junk_connection(srv.zmq_port, bytes(random.getrandbits(8) for _ in range(500)), wait_reply=1.0)
     zmq_info_answers(srv)
@@ -90,8 +77,8 @@ def test_the_reported_junk_connection_no_longer_disables_the_zmq_port(tiny_a_ser
     assert "do not speak ZeroMQ 3+" in srv.log(200)  # the operator is told what was dropped
 
 
-def test_random_junk_greetings_and_cut_handshakes_leave_both_ports_exact(tiny_a_server) -> None:
-    srv, g = tiny_a_server
+def test_random_junk_greetings_and_cut_handshakes_leave_both_ports_exact(tiny_a_process) -> None:
+    srv, g = tiny_a_process
     port = srv.zmq_port
     rng = random.Random(19)
     for length in (1, 2, 9, 10, 11, 12, 64, 65, 300, 500, 4096):
@@ -173,22 +160,14 @@ def test_a_lost_device_fails_requests_turns_health_red_and_exits(golden_dir, gol
     proc = run_broken(golden_dir, "engine")
     lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        ports = {}
-        while len(ports) < 2:
-            line = proc.stdout.readline()
-            assert line, "server ended before listening:\n" + "".join(lines)
-            lines.append(line)
-            for name in ("zmq", "tcp"):
-                if f"listening {name} on" in line:
-                    ports[name] = int(line.rsplit(":", 1)[1])
-        with TcpClient(ports["tcp"]) as c:
+        ports = ListeningPorts(proc, lines)
+        with TcpClient(ports.tcp_port) as c:
             img = g["image_0"]
             reply = c.request({"type": "predict", "len": img.nbytes, "width": img.shape[1],
                                "height": img.shape[0]}, img.tobytes())
         assert reply["status"] == "error" and "out of service" in reply["message"], reply
         health = subprocess.run([sys.executable, "-m", "nitrogen_server", "healthcheck", "--zmq-port",
-                                 str(ports["zmq"]), "--tcp-port", str(ports["tcp"]), "--timeout", "3"],
+                                 str(ports.zmq_port), "--tcp-port", str(ports.tcp_port), "--timeout", "3"],
                                 check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert health.returncode == 1, health.stderr
         assert "unhealthy" in health.stderr

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from process_kit import READY, REPO, golden_round
+from process_kit import REPO, ListeningPorts, golden_round
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,13 +37,6 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-class _Proc:
-    """Enough of process_kit.ServerProcess for golden_round: the two ports."""
-
-    def __init__(self, zmq_port: int, tcp_port: int) -> None:
-        self.zmq_port, self.tcp_port = zmq_port, tcp_port
-
-
 def test_both_ports_and_ctrl_c_work_without_add_reader_or_signal_handlers(golden_dir, golden) -> None:
     g = golden("tiny-a")
     cmd = [sys.executable, "-c", SCRIPT, str(golden_dir / "tiny-a.pt"), "--device", "cpu", "--host",
@@ -52,16 +45,7 @@ def test_both_ports_and_ctrl_c_work_without_add_reader_or_signal_handlers(golden
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        ports: dict[str, int] = {}
-        while len(ports) < 2:
-            line = proc.stdout.readline()
-            assert line, "server ended before listening:\n" + "".join(lines)
-            lines.append(line)
-            for name, pattern in READY.items():
-                if m := pattern.search(line):
-                    ports[name] = int(m.group(1))
-        srv = _Proc(ports["zmq"], ports["tcp"])
+        srv = ListeningPorts(proc, lines)
         golden_round(srv, "zmq", g)
         golden_round(srv, "tcp", g)
         proc.send_signal(signal.SIGINT)  # what Ctrl+C delivers

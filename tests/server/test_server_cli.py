@@ -213,8 +213,9 @@ def test_bf16_on_a_cpu_without_bf16_units_is_refused_saying_why() -> None:
     """Issue 20: bf16 mode is ~5.6x slower than float32 on AVX2-only CPUs; the server refuses it there
     (and serves it where the CPU has AVX512-BF16 or AMX). Holds on either kind of CPU."""
     import torch
-    from nitrogen.precision import native_bf16
     from nitrogen_server.app import refuse_slow_bf16
+
+    from nitrogen.precision import native_bf16
 
     settings = settings_from_args(["demo", "--device", "cpu", "--dtype", "bfloat16"])
     if native_bf16(torch.device("cpu")):

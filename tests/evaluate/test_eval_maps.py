@@ -4,11 +4,12 @@ shows exactly the tables the code uses."""
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import CLIENT_SRC, REPO, run_eval
+from conftest import CLIENT_SRC, REPO, eval_env, run_eval
 from mapsource import TARGET, lua_console_maps, lua_emit, render
 
 sys.path.insert(0, str(CLIENT_SRC))
@@ -98,3 +99,16 @@ def test_readme_shows_the_tables_the_code_uses():
     section = re.search(r"## Evaluate on real games\n(.*?)\n## ", readme, re.DOTALL)
     assert section, "README has no 'Evaluate on real games' section"
     assert proc.stdout in section.group(1), "README's pad tables differ from `nitrogen-eval --maps`"
+
+
+def test_eval_never_imports_torch():
+    """nitrogen-eval belongs to the torch-free client: making all three games must not pull torch in."""
+    code = ("import sys\nfrom nitrogen_client.evaluate import cli, worker\n"
+            "from nitrogen_client.evaluate.registry import backend_for\n"
+            "for env_id in ('ALE/Breakout-v5', 'Airstriker-Genesis-v0', 'VizdoomBasic-MultiBinary-v1'):\n"
+            "    backend = backend_for(env_id)\n    backend.check()\n    backend.make().close()\n"
+            "print(sorted(m for m in ('torch', 'gymnasium') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=eval_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "['gymnasium']"

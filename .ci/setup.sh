@@ -19,5 +19,5 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU torch pin first: any looser requirement would pull gigabytes of CUDA wheels.
 python -m pip install -q torch==2.13.0
-# [eval]: nitrogen-eval's games from PyPI (gymnasium, ale-py, stable-retro, vizdoom; tqdm, av, pydantic).
+# [eval]: nitrogen-eval's games from PyPI (gymnasium, ale-py, stable-retro, vizdoom; tqdm, pydantic).
 python -m pip install -q -e '.[test,bench]' './clients/python[eval]'

@@ -16,17 +16,24 @@ ONEDNN_MIN_WEIGHTS = 256 * 256  # below this the layout conversions cost more th
 
 
 class OneDNNLinear(torch.nn.Module):
-    """``nn.Linear`` with its weight prepacked for oneDNN (float32, inference only)."""
+    """``nn.Linear`` with its weight prepacked for oneDNN (float32, inference only).
+
+    Dense tensors in and out: the opaque-tensor form (``to_mkldnn`` ... ``to_dense``) cost two layout
+    conversions per call, ~5% of a predict, and ran the 18-row GEMMs at ~70 GFLOP/s against ~95 this
+    way on an AVX2 EPYC (same bits).
+    """
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
-        self.register_buffer("weight", linear.weight.detach().to_mkldnn(), persistent=False)
-        self.register_buffer("bias", bias.detach().to_mkldnn(), persistent=False)
+        # the layout is tuned for, not limited to, a row count (18 rows measured the same here)
+        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), OneDNNLinearBF16.ROWS_HINT)
+        self.register_buffer("weight", packed, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach()
+        self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight, self.bias).to_dense()
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
 class OneDNNLinearBF16(torch.nn.Module):

@@ -69,7 +69,7 @@ class HttpView:
         self.streams = 0
         self._page = resources.files(__package__).joinpath("live_page.html").read_bytes()
         self._renders: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # session id -> (shown, jpeg)
-        self._rendering: dict[tuple[int, int], asyncio.Future[bytes]] = {}
+        self._rendering: dict[int, asyncio.Future[tuple[int, bytes]]] = {}  # session id -> its one render
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nitrogen-live-render",
                                         initializer=_lower_priority)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,6 +198,8 @@ class HttpView:
             raise web.HTTPNotFound(text="no frame for this session: it ended, or its frame was not kept\n")
         try:
             jpeg = await self._render(entry)
+        except LookupError as exc:  # the session ended while its picture was being drawn
+            raise web.HTTPNotFound(text=f"no frame for this session: {exc}\n") from exc
         except Exception as exc:  # e.g. the client package missing: say so (once), keep serving
             log.log(logging.DEBUG if self._render_failed else logging.WARNING,
                     "live view: could not draw session %s: %s: %s", entry.key, type(exc).__name__, exc)
@@ -206,27 +208,36 @@ class HttpView:
         return web.Response(body=jpeg, content_type="image/jpeg", headers=NO_STORE)
 
     async def _render(self, entry: LastPredict) -> bytes:
-        """The JPEG of this predict: cached per session, one render per predict however many ask."""
-        cached = self._renders.get(entry.id)
-        if cached is not None and cached[0] == entry.shown:
-            return cached[1]
-        key = (entry.id, entry.shown)
-        future = self._rendering.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().run_in_executor(self._pool, self._encode, entry)
-            self._rendering[key] = future
-            future.add_done_callback(lambda _: self._rendering.pop(key, None))
-        jpeg = await asyncio.shield(future)
-        self._renders[entry.id] = (entry.shown, jpeg)
-        self._renders.move_to_end(entry.id)
-        while len(self._renders) > RENDER_CACHE:
-            self._renders.popitem(last=False)
-        return jpeg
+        """A JPEG of this predict or a newer one of its session: cached per session, and at most one
+        render per session queued or running, however many ask (a queue of renders would each pin a
+        frame the live store already let go, and make real viewers wait behind stale work)."""
+        sid = entry.id
+        while True:
+            cached = self._renders.get(sid)
+            if cached is not None and cached[0] >= entry.shown:
+                return cached[1]
+            future = self._rendering.get(sid)
+            if future is None:
+                future = asyncio.get_running_loop().run_in_executor(self._pool, self._encode_latest, sid)
+                self._rendering[sid] = future
+                future.add_done_callback(lambda _f, sid=sid: self._rendering.pop(sid, None))
+            shown, jpeg = await asyncio.shield(future)  # one viewer leaving does not cancel the others'
+            if cached is None or shown > cached[0]:
+                self._renders[sid] = (shown, jpeg)
+                self._renders.move_to_end(sid)
+                while len(self._renders) > RENDER_CACHE:
+                    self._renders.popitem(last=False)
+            if shown >= entry.shown:
+                return jpeg
 
-    def _encode(self, entry: LastPredict) -> bytes:
+    def _encode_latest(self, session_id: int) -> tuple[int, bytes]:
+        """The session's newest predict, drawn (not the one asked for: it may be gone by now)."""
+        entry = self.live.last(session_id)
+        if entry is None or entry.image is None:
+            raise LookupError(f"session {session_id} ended, or its frame was not kept")
         buf = io.BytesIO()
         render_last(entry, self.max_image_side).save(buf, format="JPEG", quality=85)
-        return buf.getvalue()
+        return entry.shown, buf.getvalue()
 
 
 def _lower_priority() -> None:

@@ -221,6 +221,17 @@ class PickledImage:
     def __setstate__(self, state: Any) -> None:
         self.state = list(state) if isinstance(state, (list, tuple)) else []
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes it holds (pixel data, palette, info blobs): what a cache of frames counts."""
+        total = 0
+        for part in self.state:
+            if isinstance(part, (bytes, bytearray)):
+                total += len(part)
+            elif isinstance(part, dict):
+                total += sum(len(v) for v in part.values() if isinstance(v, (bytes, bytearray)))
+        return total
+
     def to_pil(self, max_side: int) -> Image.Image:
         """Rebuild the image after checking mode, size, palette and data length."""
         if len(self.state) < 5:

@@ -217,3 +217,43 @@ def test_log_line_and_the_old_flag_name(server_errors):
         settings_from_args(["--http-port", "5557", "--metrics-port", "9555"])
     assert settings_from_args(["--http-port", "0"]).http_listen_port == 0
     assert settings_from_args([]).http_listen_port is None
+
+
+def test_viewers_of_a_busy_session_cost_one_render_at_a_time(live, monkeypatch):
+    """A review found each request for a new predict's picture queueing a render of its own while
+    predicts kept coming (each pinning a frame, real viewers waiting behind stale work); now a session
+    has at most one render queued or running, and it draws the newest predict."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    view = live.server.http
+    port = view.port
+    drawn: list[int] = []
+    real = view._encode_latest
+
+    def slow(session_id: int):
+        drawn.append(len(view._rendering))  # renders queued or running, this one included
+        time.sleep(0.2)
+        return real(session_id)
+
+    monkeypatch.setattr(view, "_encode_latest", slow)
+    stop = threading.Event()
+
+    def keep_predicting() -> None:
+        with TcpClient(live.tcp_port) as c:
+            while not stop.is_set():
+                assert_tcp_pred(c.request({"type": "predict", "session": "busy-viewed"}, frame(9).tobytes()))
+
+    predictor = threading.Thread(target=keep_predicting, daemon=True)
+    predictor.start()
+    try:
+        row = wait_for(lambda: sessions(port).get("named:busy-viewed"), what="the session listed")
+        with ThreadPoolExecutor(24) as pool:  # 24 viewers, 4 pictures each, while predicts keep coming
+            statuses = list(pool.map(lambda _: get(port, f"/frame/{row['id']}.jpg")[0], range(96)))
+        shown = sessions(port)["named:busy-viewed"]["predicts"]
+    finally:
+        stop.set()
+        predictor.join(30)
+    assert statuses == [200] * 96
+    assert shown > 2, "too few predicts during the test to show anything"
+    assert drawn and max(drawn) == 1, f"up to {max(drawn)} renders queued at once ({len(drawn)} in all)"

@@ -214,9 +214,13 @@ class RunRecorder:
             while self._queue.get() is not None:  # drain so that the player never blocks on a dead worker
                 pass
         finally:
-            for writer in (debug, clean):
+            for writer in (debug, clean):  # each closed even if the other fails; the first failure is reported
                 if writer is not None:
-                    writer.close()
+                    try:
+                        writer.close()
+                    except Exception as exc:  # noqa: BLE001 - e.g. disk full while writing the trailer
+                        log.error("recording failed: could not finish %s: %s", writer, exc)
+                        self._failure = self._failure or exc
 
     def close(self) -> None:
         """Finish the videos and close every file; safe to call twice."""

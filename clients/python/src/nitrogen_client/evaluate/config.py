@@ -1,7 +1,10 @@
 """The run's settings (one pydantic model, so a bad value is refused naming the option) and the seeds.
 
 Every seed comes from ``--seed``, the env id and the episode index, never from which worker ran the
-episode or when: a run with the same settings replays the same episodes, whatever ``--envs`` is.
+episode or when: a run with the same settings asks the same questions, whatever ``--envs`` is. The
+answers can still differ in the last float bits: the server batches rows from all workers, and a
+GEMM's rounding may depend on the batch's size and make-up (identical in every run measured here, on
+CPU, for 1, 2, 4 and 8 envs; a GPU or another CPU may differ, and a press at 0.5 can then flip).
 """
 
 from __future__ import annotations

@@ -139,6 +139,18 @@ class _Run:
         self.write()
         procs, _jobs, events, stop = self.start_workers(ctx, n)
         running = set(range(n))
+        try:
+            self._collect(procs, events, stop, running)
+        finally:  # whatever ended the loop (a failed results write too): the workers stop cleanly first
+            stop.set()
+            for p in procs:
+                p.join(10)
+                if p.is_alive():
+                    p.terminate()
+        self.write()
+        return self.outcome
+
+    def _collect(self, procs: list, events: Any, stop: Any, running: set[int]) -> None:
         with _progress(len(self.jobs)) as bar:
             while running:
                 try:
@@ -158,12 +170,6 @@ class _Run:
                     self.outcome.interrupted = True
                     stop.set()
                     log.warning("Ctrl+C: stopping; finished episodes are kept (Ctrl+C again to quit now)")
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-        self.write()
-        return self.outcome
 
 
 def run_eval(cfg: EvalConfig, log_level: str = "warning") -> Outcome:

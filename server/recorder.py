@@ -304,13 +304,7 @@ class RequestRecorder:
             self._rewrite_part(part, HELD_TRIES if part in pruned_now else 1)
 
     def _remove(self, path: Path) -> None:
-        try:
-            size = path.stat().st_size
-            _retry_held(partial(path.unlink, missing_ok=True))
-        except FileNotFoundError:
-            return
-        except PermissionError as exc:
-            log.warning("recording: %s is held open (%s); it stays counted and goes later", path, exc)
+        if (size := _unlink_or_hold(path)) is not None:
             self._held[path] = size
             self._total += size
 
@@ -370,17 +364,24 @@ def _our_files(run: Path) -> list[Path]:
     return found
 
 
+def _unlink_or_hold(path: Path) -> int | None:
+    """Delete one of our files; its size if another program holds it open (Windows), else None."""
+    try:
+        size = path.stat().st_size
+        _retry_held(partial(path.unlink, missing_ok=True))
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        log.warning("recording: %s is held open (%s); it stays counted and goes later", path, exc)
+        return size
+    return None
+
+
 def _delete_ours(run: Path) -> dict[Path, int]:
     """Delete our files in an old run; returns the ones another program holds open, with their sizes."""
     held: dict[Path, int] = {}
     for f in _our_files(run):
-        try:
-            size = f.stat().st_size
-            _retry_held(partial(f.unlink, missing_ok=True))
-        except FileNotFoundError:
-            continue
-        except PermissionError as exc:
-            log.warning("recording: %s is held open (%s); it stays counted and goes later", f, exc)
+        if (size := _unlink_or_hold(f)) is not None:
             held[f] = size
     for sub in [run, *[d for d in run.iterdir() if d.is_dir()]][::-1]:
         try:

@@ -30,11 +30,15 @@ RESIZED_ATOL = 2e-2
 
 
 class ServerProcess:
-    """`python -m nitrogen_server CHECKPOINT` on 127.0.0.1, any free ports, stopped with SIGTERM."""
+    """`python -m nitrogen_server CHECKPOINT` on 127.0.0.1, any free ports, stopped with SIGTERM.
 
-    def __init__(self, checkpoint: str, *args: str, nofile: int | None = None) -> None:
+    ``launcher`` replaces ``-m nitrogen_server`` (e.g. ``-c SCRIPT`` that alters the server, then runs
+    its CLI with the same arguments)."""
+
+    def __init__(self, checkpoint: str, *args: str, nofile: int | None = None,
+                 launcher: tuple[str, ...] = ("-m", "nitrogen_server")) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "nitrogen_server", checkpoint, "--device", "cpu", "--host", "127.0.0.1",
+        cmd = [sys.executable, *launcher, checkpoint, "--device", "cpu", "--host", "127.0.0.1",
                "--zmq-port", "0", "--tcp-port", "0", "--read-timeout-s", "2", "--max-wait-ms", "1", *args]
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -104,6 +108,16 @@ class ServerProcess:
             return [line for line in self.lines if " ERROR " in line or "Traceback" in line
                     or "exception was never retrieved" in line]
 
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status of a process that ends by itself; its whole output is then read."""
+        code = self.proc.wait(timeout)
+        self.wait_for(re.compile("^<EOF>$"), timeout)
+        return code
+
+    def output(self) -> str:
+        with self._changed:
+            return "".join(line for line in self.lines if line != "<EOF>")
+
     def stop(self) -> int:
         """SIGTERM; the exit status (0 for a clean stop)."""
         if self.proc.poll() is None:
@@ -114,23 +128,6 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
-
-
-class ListeningPorts:
-    """The two ports of a server process started by a test's own command, read from its log lines
-    (kept in ``lines``); enough of ServerProcess for golden_round."""
-
-    def __init__(self, proc: subprocess.Popen, lines: list[str]) -> None:
-        assert proc.stdout is not None
-        ports: dict[str, int] = {}
-        while len(ports) < 2:
-            line = proc.stdout.readline()
-            assert line, "server ended before listening:\n" + "".join(lines)
-            lines.append(line)
-            for name, pattern in READY.items():
-                if m := pattern.search(line):
-                    ports[name] = int(m.group(1))
-        self.zmq_port, self.tcp_port = ports["zmq"], ports["tcp"]
 
 
 def check_golden(pred: dict[str, Any], g: dict[str, np.ndarray], i: int) -> None:

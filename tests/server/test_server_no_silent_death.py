@@ -8,7 +8,6 @@ part and the cause and a non-zero exit; meanwhile the health check is red.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import socket
@@ -17,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from process_kit import REPO, ListeningPorts, ServerProcess, golden_round
+from process_kit import REPO, ServerProcess, golden_round
 from server_testkit import ModelClient, TcpClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -135,47 +134,43 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def run_broken(golden_dir, part: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", SCRIPT.format(breaker=BREAKERS[part]), str(golden_dir / "tiny-a.pt"),
-           "--device", "cpu", "--host", "127.0.0.1", "--zmq-port", "0", "--tcp-port", "0", "--no-warmup"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_broken(golden_dir, part: str) -> ServerProcess:
+    return ServerProcess(str(golden_dir / "tiny-a.pt"), "--no-warmup",
+                         launcher=("-c", SCRIPT.format(breaker=BREAKERS[part])))
 
 
 @pytest.mark.parametrize("part,named", [("zmq", "zmq port stopped: AttributeError"),
                                         ("tcp", "tcp port stopped: its listening socket closed")])
 def test_a_frontend_that_stops_ends_the_process_loudly(golden_dir, part, named) -> None:
-    proc = run_broken(golden_dir, part)
+    srv = run_broken(golden_dir, part)
     try:
-        out, _ = proc.communicate(timeout=120)
+        code = srv.wait_exit(120)
     finally:
-        proc.kill()
+        srv.stop()
+    out = srv.output()
     errors = [line for line in out.splitlines() if " ERROR " in line]
-    assert proc.returncode == 1, out
+    assert code == 1, out
     assert any(named in line and "shutting the server down" in line for line in errors), out
     assert "stopped" in out.splitlines()[-1], out  # the graceful shutdown still ran to its end
 
 
 def test_a_lost_device_fails_requests_turns_health_red_and_exits(golden_dir, golden) -> None:
     g = golden("tiny-a")
-    proc = run_broken(golden_dir, "engine")
-    lines: list[str] = []
+    srv = run_broken(golden_dir, "engine")
     try:
-        ports = ListeningPorts(proc, lines)
-        with TcpClient(ports.tcp_port) as c:
+        with TcpClient(srv.tcp_port) as c:
             img = g["image_0"]
             reply = c.request({"type": "predict", "len": img.nbytes, "width": img.shape[1],
                                "height": img.shape[0]}, img.tobytes())
         assert reply["status"] == "error" and "out of service" in reply["message"], reply
         health = subprocess.run([sys.executable, "-m", "nitrogen_server", "healthcheck", "--zmq-port",
-                                 str(ports.zmq_port), "--tcp-port", str(ports.tcp_port), "--timeout", "3"],
+                                 str(srv.zmq_port), "--tcp-port", str(srv.tcp_port), "--timeout", "3"],
                                 check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert health.returncode == 1, health.stderr
         assert "unhealthy" in health.stderr
-        out, _ = proc.communicate(timeout=60)
-        lines.append(out)
+        code = srv.wait_exit(60)
     finally:
-        proc.kill()
-    text = "".join(lines)
-    assert proc.returncode == 1, text
+        srv.stop()
+    text = srv.output()
+    assert code == 1, text
     assert "engine 0 (cpu) stopped" in text and "illegal memory access" in text, text

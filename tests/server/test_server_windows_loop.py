@@ -8,13 +8,10 @@ golden predicts on both ports and stop gracefully on SIGINT (Ctrl+C). Windows it
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
-from process_kit import REPO, ListeningPorts, golden_round
+from process_kit import ServerProcess, golden_round
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -39,21 +36,15 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def test_both_ports_and_ctrl_c_work_without_add_reader_or_signal_handlers(golden_dir, golden) -> None:
     g = golden("tiny-a")
-    cmd = [sys.executable, "-c", SCRIPT, str(golden_dir / "tiny-a.pt"), "--device", "cpu", "--host",
-           "127.0.0.1", "--zmq-port", "0", "--tcp-port", "0", "--max-wait-ms", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
+    srv = ServerProcess(str(golden_dir / "tiny-a.pt"), launcher=("-c", SCRIPT))
     try:
-        srv = ListeningPorts(proc, lines)
         golden_round(srv, "zmq", g)
         golden_round(srv, "tcp", g)
-        proc.send_signal(signal.SIGINT)  # what Ctrl+C delivers
-        out, _ = proc.communicate(timeout=60)
-        lines.append(out)
+        srv.proc.send_signal(signal.SIGINT)  # what Ctrl+C delivers
+        code = srv.wait_exit(60)
     finally:
-        proc.kill()
-    text = "".join(lines)
-    assert proc.returncode == 0, text
+        srv.stop()
+    text = srv.output()
+    assert code == 0, text
     assert "received SIGINT" in text and "shutting down" in text and text.rstrip().endswith("stopped"), text
     assert " ERROR " not in text and "Traceback" not in text, text

@@ -87,10 +87,6 @@ class GraphedDenoiser:
         self._capacity = bucket(capacity)
         self._steps = steps
 
-    def keys(self) -> list[tuple[int, int]]:
-        """Buckets built so far (captured, or eager after a failure)."""
-        return list(self._graphs)
-
     def __call__(self, inp: BatchInputs) -> torch.Tensor:
         b, r = inp.x0.shape[0], inp.row_job.shape[0]
         key = bucket_key(b, r - b)

@@ -42,9 +42,9 @@ def refuse_slow_bf16(settings: ServerSettings) -> None:
     from nitrogen.devices import parse_devices, pick_device
     from nitrogen.precision import slow_bf16_reason
 
-    for spec in parse_devices(settings.device):
-        if reason := slow_bf16_reason(pick_device(spec)):
-            raise ValueError(f"--dtype bfloat16 refused on {pick_device(spec)}: {reason}; serve with "
+    for device in map(pick_device, parse_devices(settings.device)):
+        if reason := slow_bf16_reason(device):
+            raise ValueError(f"--dtype bfloat16 refused on {device}: {reason}; serve with "
                              "--dtype float32 (the default on CPUs)")
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from .protocol import ErrorResult, Request, Response, parse_request, request_type, to_wire_dict
 from .safe_pickle import safe_loads
 from .service import PolicyService
-from .zmq_io import Incoming, ZmqIO, split_envelope
+from .zmq_io import Incoming, ZmqIO
 
-__all__ = ["ZmqFrontend", "decode_request", "encode_reply", "split_envelope"]
+__all__ = ["ZmqFrontend", "decode_request", "encode_reply"]
 
 log = logging.getLogger("nitrogen_server.zmq")
 INLINE_DECODE_BYTES = 1 << 20

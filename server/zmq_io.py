@@ -100,7 +100,6 @@ class ZmqIO:
         self._sessions: dict[int, set[str]] = {}  # serial -> session keys it created
         self._next_serial = itertools.count(1)
         self._inflight = 0
-        self._accepting = True
         self._stopped_accepting = threading.Event()  # set by this thread once no request is read any more
         self._dropped = 0
         self._dropped_logged_at = 0.0
@@ -136,6 +135,9 @@ class ZmqIO:
         self._wake_w.close()
         self._ctx.term()
 
+    def _accepting(self) -> bool:
+        return not self._stopped_accepting.is_set()
+
     def _command(self, command: tuple) -> None:
         self._commands.put(command)
         try:
@@ -167,7 +169,7 @@ class ZmqIO:
         poller.register(self._wake_r, zmq.POLLIN)
         reading = False
         while True:
-            want = self._accepting and self._inflight < self._max_inflight
+            want = self._accepting() and self._inflight < self._max_inflight
             if want != reading:
                 if want:
                     poller.register(self._router, zmq.POLLIN)
@@ -183,7 +185,7 @@ class ZmqIO:
             self._drain_monitor()
             if self._wake_r.fileno() in ready and self._run_commands():  # plain sockets come back as fds
                 return
-            if self._router in ready and self._accepting:
+            if self._router in ready and self._accepting():
                 self._read_messages()
 
     def _run_commands(self) -> bool:
@@ -202,7 +204,6 @@ class ZmqIO:
                 self._inflight -= 1
                 self._send_reply(command[1], command[2])
             elif command[0] == "stop":
-                self._accepting = False
                 self._stopped_accepting.set()
             elif command[0] == "close":
                 return True
@@ -223,7 +224,7 @@ class ZmqIO:
 
     def _read_messages(self) -> None:
         for _ in range(READ_BURST):
-            if self._inflight >= self._max_inflight or not self._accepting:
+            if self._inflight >= self._max_inflight or not self._accepting():
                 return
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)

@@ -247,7 +247,9 @@ def test_viewers_of_a_busy_session_cost_one_render_at_a_time(live, monkeypatch):
     predictor = threading.Thread(target=keep_predicting, daemon=True)
     predictor.start()
     try:
-        row = wait_for(lambda: sessions(port).get("named:busy-viewed"), what="the session listed")
+        # listed once its first predict is stored (the registry lists the session a moment before)
+        row = wait_for(lambda: (r := sessions(port).get("named:busy-viewed")) and r["frame"] and r,
+                       what="the session's first picture")
         with ThreadPoolExecutor(24) as pool:  # 24 viewers, 4 pictures each, while predicts keep coming
             statuses = list(pool.map(lambda _: get(port, f"/frame/{row['id']}.jpg")[0], range(96)))
         shown = sessions(port)["named:busy-viewed"]["predicts"]

@@ -10,7 +10,6 @@ import torch
 
 from nitrogen import EngineOptions, InferenceEngine, InferenceSession
 from nitrogen.jobs import Frame, Job
-from nitrogen.precision import bf16_tolerance
 
 # The 320x240 frame of tiny-a goes through Pillow's bicubic resize like the original's SigLIP
 # processor; measured here it is bit-exact too, but resampling libraries may differ by a grey level.
@@ -141,7 +140,7 @@ def test_buckets_share_one_static_arena_and_stay_exact(golden_dir, golden):
 
 @pytest.mark.parametrize("name", ["tiny-a", "tiny-b"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name, dtype):
+def test_onednn_linear_layers_keep_parity(golden_dir, golden, bf16_reference, monkeypatch, name, dtype):
     """The golden towers are too small for the oneDNN swap; force it so its numerics are checked
     (bf16: the prepacked bf16 GEMM must give autocast's bits, so the original's bf16 vectors)."""
     import nitrogen.onednn
@@ -149,7 +148,7 @@ def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name,
 
     monkeypatch.setattr(nitrogen.onednn, "ONEDNN_MIN_WEIGHTS", 0)
     g = golden(name)
-    want = g if dtype == "float32" else dict(np.load(golden_dir / f"{name}.bf16.npz"))
+    want, atol = (g, 1e-4) if dtype == "float32" else bf16_reference(name)[:2]
     session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu", dtype=dtype,
                                                cfg_scale=float(g["cfg_scale"]),
                                                options=EngineOptions(warmup=False))
@@ -159,7 +158,6 @@ def test_onednn_linear_layers_keep_parity(golden_dir, golden, monkeypatch, name,
         assert swapped > 50
     else:  # no bf16 oneDNN kernels on this CPU (AVX2 only): the engine keeps autocast's own linears
         assert swapped == 0
-    atol = 1e-4 if dtype == "float32" else bf16_tolerance(torch.device("cpu"))
     for i in range(int(g["n_steps"])):
         got = session.predict_raw(g[f"image_{i}"], seed=int(g["seed"]) + i)
         np.testing.assert_allclose(got, want[f"action_tensor_{i}"], atol=atol, rtol=0)

@@ -60,6 +60,9 @@ def import_original(checkout: Path, vision_config: dict[str, Any]) -> Any:
         return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision_config))
 
     transformers.SiglipVisionModel.from_pretrained = offline_tower  # the original calls it by class attribute
+    # The original's `nitrogen` has no __init__.py: a regular package of that name anywhere on the path
+    # (ours, through PYTHONPATH or an install) would win over it whatever the order, so drop those.
+    sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "nitrogen" / "__init__.py").is_file()]
     sys.path.insert(0, str(checkout))
     import nitrogen.cfg
     import nitrogen.flow_matching_transformer.nitrogen as original_model

@@ -135,7 +135,8 @@ class InferenceEngine:
         self.weight_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
         if self.device.type == "cpu" and self.options.cpu_onednn and onednn:  # same weights, repacked
-            logger.debug("oneDNN linear layers: %d", to_onednn_linears(self.model, bf16=self.bf16))
+            logger.debug("oneDNN linear layers: %d",
+                         to_onednn_linears(self.model, bf16=self.bf16, rows=self._rows_per_call))
         self.forward = BatchedForward(
             self.model, seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame,
             has_game_token=self.has_game_token, device=self.device, bf16=self.bf16,
@@ -144,6 +145,15 @@ class InferenceEngine:
         self.graphs = GraphShared.for_device(self.device)  # capture stream, pool, arena of this engine
         if self.options.warmup:
             self._warmup()
+
+    def _rows_per_call(self, layer: str) -> int:
+        """Rows a layer multiplies per call for one job: the tower a frame's tokens, the mixer and the
+        cross-attention keys/values a VL row, the rest (run at every Euler step) the action horizon."""
+        if layer.startswith("vision_encoder."):
+            return self.tokens_per_frame
+        if layer.startswith("vl_self_attention_model.") or layer.endswith(".to_kv"):
+            return self.seq_len
+        return self.horizon
 
     def _check_geometry(self) -> None:
         m = self.config.model_cfg

@@ -65,8 +65,13 @@ class BatchedForward:
         todo: list[Frame] = list({id(f): f for j in jobs for f in j.frames if f.features is None}.values())
         if not todo:
             return
-        if self.resize is not None:
-            frames = torch.stack([self.resize(self.upload(torch.from_numpy(f.rgb))) for f in todo])
+        if self.resize is not None:  # one resize per frame size, batched over its frames
+            sizes: dict[tuple[int, ...], list[Frame]] = {}
+            for f in todo:
+                sizes.setdefault(f.rgb.shape, []).append(f)
+            todo = [f for same in sizes.values() for f in same]
+            frames = torch.cat([self.resize(self.upload(torch.from_numpy(np.stack([f.rgb for f in same]))))
+                                for same in sizes.values()])
         else:  # resized by the session (Pillow), only normalised here
             frames = self.upload(torch.from_numpy(np.stack([f.rgb for f in todo])))
         with self.autocast():

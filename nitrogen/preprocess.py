@@ -88,49 +88,56 @@ def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.n
 
 
 class ExactResize:
-    """Pillow's 8-bit bicubic resize in torch integer arithmetic, on whatever device the frame is."""
+    """Pillow's 8-bit bicubic resize in torch arithmetic, on whatever device the frames are.
 
-    MAX_TABLES = 64  # coefficient tables kept (one per frame side): a client cycling sides stays bounded
+    Each pass is one float64 matmul with the (out, in) matrix of Pillow's integer weights, batched over
+    frames. Exact, not close: every product (|w| < 2**23 times a pixel <= 255) and every partial sum
+    (< 2**32) is an integer far below 2**53, so float64 holds them whatever order the GEMM adds in.
+    (Before: a Python loop of up to 65 taps x 2 passes of int64 kernels per frame.)
+    """
+
+    MAX_TABLES = 64  # weight matrices kept (one per frame side): a client cycling sides stays bounded
 
     def __init__(self, size: int, device: torch.device) -> None:
         self.size = size
         self.device = device
-        self._tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[int, torch.Tensor] = {}
 
-    def _table(self, in_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(source index, weight) per (output, tap): index clamped in range where the weight is 0."""
+    def matrix(self, in_size: int) -> torch.Tensor:
+        """(size, in_size) float64: Pillow's integer weight of each source pixel for each output pixel."""
         if in_size in self._tables:
             self._tables[in_size] = self._tables.pop(in_size)  # most recently used last
         else:
             if len(self._tables) >= self.MAX_TABLES:
                 del self._tables[next(iter(self._tables))]
             first, weights = resample_coefficients(in_size, self.size)
-            index = np.minimum(first[:, None] + np.arange(weights.shape[1]), in_size - 1)
-            self._tables[in_size] = (torch.from_numpy(index).to(self.device),
-                                     torch.from_numpy(weights).to(self.device))
+            cols = first[:, None] + np.arange(weights.shape[1])
+            used = cols < in_size  # taps past the edge carry weight 0
+            dense = np.zeros((self.size, in_size), np.float64)
+            dense[np.nonzero(used)[0], cols[used]] = weights[used]
+            self._tables[in_size] = torch.from_numpy(dense).to(self.device)
         return self._tables[in_size]
 
     def _pass(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """One axis: sum over taps in int64 (exact), then Pillow's rounding shift and clip to 0..255."""
-        index, weights = self._table(x.shape[dim])
-        shape = [1] * x.dim()
-        shape[dim] = self.size
-        acc = torch.full((*x.shape[:dim], self.size, *x.shape[dim + 1:]), 1 << (PRECISION_BITS - 1),
-                         dtype=torch.int64, device=x.device)
-        for tap in range(weights.shape[1]):  # a loop over <= 65 taps keeps memory at one output
-            acc += x.index_select(dim, index[:, tap]) * weights[:, tap].view(shape)
-        return (acc >> PRECISION_BITS).clamp_(0, 255)
+        """One axis of (N, H, W, 3) float64 pixels (dim 1 or 2): weighted sum, Pillow's rounding shift,
+        clip to 0..255."""
+        m = self.matrix(x.shape[dim])
+        acc = torch.einsum("oh,nhwc->nowc", m, x) if dim == 1 else torch.einsum("ow,nhwc->nhoc", m, x)
+        acc = (acc + (1 << (PRECISION_BITS - 1))).to(torch.int64)  # exact integers: no rounding here
+        return (acc >> PRECISION_BITS).clamp_(0, 255).to(torch.float64)
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(H, W, 3)`` -> uint8 ``(size, size, 3)``, the passes in Pillow's order."""
-        h, w = rgb.shape[:2]
+        """uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` -> uint8 at ``size x size``, the passes in Pillow's order."""
+        batch = rgb if rgb.dim() == 4 else rgb[None]
+        h, w = batch.shape[1:3]
         if h == self.size and w == self.size:
             return rgb
-        x = rgb.to(torch.int64)
+        x = batch.to(torch.float64)
         # Pillow: "if height is being scaled down more than twice the amount the width is, run the
         # vertical pass first"; the order changes the intermediate rounding, so it must match.
         vertical_first = 0 < h - self.size and h - self.size > (w - self.size) * 2
-        for dim in ((0, 1) if vertical_first else (1, 0)):
+        for dim in ((1, 2) if vertical_first else (2, 1)):
             if x.shape[dim] != self.size:
                 x = self._pass(x, dim)
-        return x.to(torch.uint8)
+        out = x.to(torch.uint8)
+        return out if rgb.dim() == 4 else out[0]

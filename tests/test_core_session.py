@@ -180,3 +180,35 @@ def test_gpu_preprocess_on_cpu_reproduces_tiny_c_pixel_path(golden_dir, golden):
         got = session.predict_raw(g[f"image_{i}"], seed=int(g["seed"]) + i)
         np.testing.assert_allclose(got, g[f"action_tensor_{i}"], atol=1e-4, rtol=0)
     session.engine.close()
+
+
+def test_device_resize_of_a_batch_equals_pillow_frame_by_frame():
+    """Frames of one size are resized together (one matmul per pass): each still equals Pillow's."""
+    import torch
+
+    from nitrogen.preprocess import ExactResize, resize_rgb
+
+    frames = np.random.default_rng(7).integers(0, 256, (3, 1080, 1920, 3), dtype=np.uint8)
+    got = ExactResize(256, torch.device("cpu"))(torch.from_numpy(frames)).numpy()
+    assert got.shape == (3, 256, 256, 3)
+    for frame, out in zip(frames, got):
+        np.testing.assert_array_equal(out, resize_rgb(frame, 256))
+
+
+def test_gpu_preprocess_batch_of_mixed_frame_sizes_equals_pillow_path(golden_dir):
+    """tiny-c's five frame sizes (two frames of one size) in one batch: grouped by size on the device,
+    the actions equal the Pillow path's, each to its own session."""
+    g = np.load(golden_dir / "tiny-c.npz")
+    images = [g[f"image_{i}"] for i in range(int(g["n_steps"]))] + [g["image_0"][::-1].copy()]
+    results = {}
+    for on_device in (True, False):
+        engine = InferenceEngine.from_checkpoint(
+            golden_dir / "tiny-c.pt", device="cpu",
+            options=EngineOptions(warmup=False, gpu_preprocess=on_device, max_batch=8, max_wait_ms=300))
+        sessions = [InferenceSession(engine, game=str(g["game"])) for _ in images]
+        futures = [s.submit_raw(im, seed=i) for i, (s, im) in enumerate(zip(sessions, images))]
+        results[on_device] = [f.result() for f in futures]
+        assert max(engine.batch_sizes) >= 4, f"no mixed-size batch happened: {engine.batch_sizes}"
+        engine.close()
+    for device_path, pillow_path in zip(results[True], results[False]):
+        np.testing.assert_array_equal(device_path, pillow_path)

@@ -43,11 +43,13 @@ class OneDNNLinearBF16(torch.nn.Module):
     """A bf16-weight ``nn.Linear`` as autocast runs it (input and bias cast to bf16, bf16 out),
     with the weight prepacked once for oneDNN."""
 
-    def __init__(self, linear: torch.nn.Linear, rows: int = 256) -> None:
+    ROWS = 256  # the tower's tokens per frame; this packing was measured bit-exact with autocast's GEMM
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().to(torch.bfloat16)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.ROWS)
         self.register_buffer("weight", packed, persistent=False)
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
         self.register_buffer("bias", bias, persistent=False)
@@ -64,7 +66,8 @@ def to_onednn_linears(model: torch.nn.Module, bf16: bool = False,
                       rows: Callable[[str], int] = lambda name: 256) -> int:
     """Swap ``nn.Linear`` layers for their oneDNN-prepacked form in place; returns how many.
 
-    ``rows(qualified_name)``: how many rows that layer usually multiplies, which its packing is tuned for.
+    ``rows(qualified_name)``: how many rows that float32 layer usually multiplies, which its packing is
+    tuned for (bf16 layers keep the packing whose bits were checked against autocast's).
 
     In bf16 mode the per-embodiment action layers stay as they are: the original adds their bias in
     float32 outside the GEMM, which a fused bf16 layer would not.
@@ -77,7 +80,7 @@ def to_onednn_linears(model: torch.nn.Module, bf16: bool = False,
             if type(child) is not torch.nn.Linear or child.weight.numel() < ONEDNN_MIN_WEIGHTS:
                 continue
             if bf16 and child.weight.dtype == torch.bfloat16:
-                setattr(parent, name, OneDNNLinearBF16(child, rows(f"{prefix}.{name}".lstrip("."))))
+                setattr(parent, name, OneDNNLinearBF16(child))  # another packing might round otherwise
             elif not bf16 and child.weight.dtype == torch.float32:
                 setattr(parent, name, OneDNNLinear(child, rows(f"{prefix}.{name}".lstrip("."))))
             else:

@@ -1,6 +1,7 @@
 """Seconds per predict, ours against NVIDIA's own code, on this machine, interleaved.
 
-    python -m benchmarks.vs_original --original ~/NitroGen --original-python /tmp/orig/bin/python
+    python -m benchmarks.vs_original --original ~/NitroGen --original-python /tmp/orig/bin/python --rounds 3
+    python -m benchmarks.vs_original ... --dtype bfloat16 --iters 2 --rounds 1    # the original's autocast
 
 Both run an ng.pt-shaped random model (benchmarks/ng_shape.json) on the same 256x256 frames, one predict
 at a time as a client would. The original runs in its own environment (benchmarks/original_reference.py
@@ -84,8 +85,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vs-original-cpu.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/results/vs-original-cpu.json (-bf16.json for bfloat16)")
     args = ap.parse_args()
+    suffix = "-bf16" if args.dtype == "bfloat16" else ""
+    args.out = args.out or Path(f"benchmarks/results/vs-original-cpu{suffix}.json")
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = InferenceEngine(build_ng_shaped_model, ckpt_path="ng-shaped-random", device="cpu",

@@ -52,7 +52,7 @@ class InferenceEngine:
         gpu_pre = self.options.gpu_preprocess
         self.resize_on_device = self.device.type == "cuda" if gpu_pre is None else gpu_pre
         if self.resize_on_device and self.device.type == "mps":
-            raise ValueError("gpu_preprocess needs 64-bit integer tensors, which mps lacks; turn it off on mps")
+            raise ValueError("gpu_preprocess needs float64 and int64 tensors, which mps lacks; turn it off on mps")
         self.ckpt_path = ckpt_path
         self.index = 0  # this engine's place in an EnginePool
         self.game_names = dict(game_names or {})
@@ -151,9 +151,15 @@ class InferenceEngine:
         cross-attention keys/values a VL row, the rest (run at every Euler step) the action horizon."""
         if layer.startswith("vision_encoder."):
             return self.tokens_per_frame
-        if layer.startswith("vl_self_attention_model.") or layer.endswith(".to_kv"):
+        if layer.startswith("vl_self_attention_model.") or layer in self._key_value_layers():
             return self.seq_len
         return self.horizon
+
+    def _key_value_layers(self) -> set[str]:
+        """The DiT's cross-attention key/value projections (fused or not): run on VL rows, once a predict."""
+        return {f"model.transformer_blocks.{i}.attn1.{name}"
+                for i, blk in enumerate(self.model.model.transformer_blocks) if blk.is_cross
+                for name in ("to_k", "to_v", "to_kv")}
 
     def _check_geometry(self) -> None:
         m = self.config.model_cfg

@@ -18,7 +18,7 @@ BF16 = torch.bfloat16
 # How far bf16 mode may sit from the original's bf16 vectors. Against vectors the original made on the
 # same kind of machine it sits at 0.0 (measured on AVX512-BF16 and on AVX2 CPUs). Against another kind's
 # (a GPU against CPU vectors, say) the GEMMs round differently: the original's own AVX2 and AVX512-BF16
-# vectors are 1.5e-3 apart; 5e-3 is still a fifth of an all-bf16 model's distance (2.5e-2 to 3.6e-2).
+# vectors are up to 8.4e-4 apart; 5e-3 is still a fifth of an all-bf16 model's distance (2.5e-2 to 3.6e-2).
 BF16_ATOL_NATIVE = 1e-4
 BF16_ATOL_OTHER = 5e-3
 
@@ -34,8 +34,8 @@ def slow_bf16_reason(device: torch.device) -> str | None:
     if device.type != "cpu" or native_bf16(device):
         return None
     return (f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512-BF16 or AMX) emulates bf16 matmuls: "
-            "bf16 mode runs ~5.6x slower than float32 here (15.7 s against 2.8 s per ng.pt-sized predict on an "
-            "AVX2-only EPYC)")
+            "bf16 mode runs ~6.5x slower than float32 here (16.0-16.7 s against 2.3-2.7 s per ng.pt-sized predict "
+            "on an AVX2-only EPYC)")
 
 
 def cast_matmul_weights(model: nn.Module) -> int:

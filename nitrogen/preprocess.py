@@ -92,11 +92,12 @@ class ExactResize:
 
     Each pass is one float64 matmul with the (out, in) matrix of Pillow's integer weights, batched over
     frames. Exact, not close: every product (|w| < 2**23 times a pixel <= 255) and every partial sum
-    (< 2**32) is an integer far below 2**53, so float64 holds them whatever order the GEMM adds in.
+    (< 2**31) is an integer far below 2**53, so float64 holds them whatever order the GEMM adds in.
     (Before: a Python loop of up to 65 taps x 2 passes of int64 kernels per frame.)
     """
 
     MAX_TABLES = 64  # weight matrices kept (one per frame side): a client cycling sides stays bounded
+    CHUNK_BYTES = 64 << 20  # float64 pixels resized at once: one 1080p frame, or several smaller ones
 
     def __init__(self, size: int, device: torch.device) -> None:
         self.size = size
@@ -132,12 +133,16 @@ class ExactResize:
         h, w = batch.shape[1:3]
         if h == self.size and w == self.size:
             return rgb
-        x = batch.to(torch.float64)
         # Pillow: "if height is being scaled down more than twice the amount the width is, run the
         # vertical pass first"; the order changes the intermediate rounding, so it must match.
         vertical_first = 0 < h - self.size and h - self.size > (w - self.size) * 2
-        for dim in ((1, 2) if vertical_first else (2, 1)):
-            if x.shape[dim] != self.size:
-                x = self._pass(x, dim)
-        out = x.to(torch.uint8)
-        return out if rgb.dim() == 4 else out[0]
+        per_chunk = max(1, self.CHUNK_BYTES // (h * w * 3 * 8))  # bounds the float64 copies in memory
+        out = []
+        for chunk in batch.split(per_chunk):
+            x = chunk.to(torch.float64)
+            for dim in ((1, 2) if vertical_first else (2, 1)):
+                if x.shape[dim] != self.size:
+                    x = self._pass(x, dim)
+            out.append(x.to(torch.uint8))
+        resized = torch.cat(out)
+        return resized if rgb.dim() == 4 else resized[0]

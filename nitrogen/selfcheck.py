@@ -134,7 +134,11 @@ def check_resize(device: torch.device) -> list[Row]:
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         if not np.array_equal(resize(torch.from_numpy(frame).to(device)).cpu().numpy(), resize_rgb(frame, 256)):
             bad.append(f"{w}x{h}")
-    sizes = ", ".join(f"{w}x{h}" for w, h in RESIZE_SIZES)
+    batch = rng.integers(0, 256, (3, 480, 640, 3), dtype=np.uint8)  # frames of one size go together
+    got = resize(torch.from_numpy(batch).to(device)).cpu().numpy()
+    if not all(np.array_equal(out, resize_rgb(frame, 256)) for out, frame in zip(got, batch)):
+        bad.append("a batch of 3 at 640x480")
+    sizes = ", ".join(f"{w}x{h}" for w, h in RESIZE_SIZES) + ", a batch of 3"
     return [Row("device resize vs Pillow", not bad, f"differs at {', '.join(bad)}" if bad else f"equal at {sizes}")]
 
 

@@ -27,14 +27,14 @@ def test_bf16_mode_reproduces_the_originals_autocast_vectors(golden_dir, bf16_re
     AVX2 and AVX512-BF16. 1e-4 is 3x below the closest float32 run (3e-4), so neither float32 nor an
     all-bf16 implementation (2.5e-2) can pass."""
     g = dict(np.load(golden_dir / f"{name}.npz"))
-    gb, atol, _ = bf16_reference(name)
+    gb, atol, which = bf16_reference(name)
     seed = int(g.get("seed", {"tiny-a": 100, "tiny-b": 200}.get(name, 0)))
     session = InferenceSession.from_checkpoint(golden_dir / f"{name}.pt", device="cpu", dtype="bfloat16",
                                                options=NO_WARMUP, **_settings(g))
     assert session.info()["dtype"] == "bfloat16"
     for i in range(int(g["n_steps"])):
         x1 = session.predict_raw(g[f"image_{i}"], seed=seed + i)
-        np.testing.assert_allclose(x1, gb[f"action_tensor_{i}"], atol=atol, rtol=0)
+        np.testing.assert_allclose(x1, gb[f"action_tensor_{i}"], atol=atol, rtol=0, err_msg=which)
         assert np.abs(x1 - g[f"action_tensor_{i}"]).max() > min(atol, 1e-4)  # really not float32
     session.reset()
     pred = session.predict(g["image_0"], seed=seed)

@@ -196,19 +196,33 @@ def test_device_resize_of_a_batch_equals_pillow_frame_by_frame():
 
 
 def test_gpu_preprocess_batch_of_mixed_frame_sizes_equals_pillow_path(golden_dir):
-    """tiny-c's five frame sizes (two frames of one size) in one batch: grouped by size on the device,
-    the actions equal the Pillow path's, each to its own session."""
+    """tiny-c's five frame sizes in ONE batch, two frames of one size apart (grouping must reorder them):
+    resized by size on the device, each session's actions equal the Pillow path's."""
+    from collections import Counter
+
     g = np.load(golden_dir / "tiny-c.npz")
-    images = [g[f"image_{i}"] for i in range(int(g["n_steps"]))] + [g["image_0"][::-1].copy()]
+    images = [g[f"image_{i}"] for i in range(int(g["n_steps"]))]
+    images.insert(2, images[0][::-1].copy())  # 160x144 again, after a 240x160 frame
     results = {}
     for on_device in (True, False):
         engine = InferenceEngine.from_checkpoint(
             golden_dir / "tiny-c.pt", device="cpu",
-            options=EngineOptions(warmup=False, gpu_preprocess=on_device, max_batch=8, max_wait_ms=300))
+            options=EngineOptions(warmup=False, gpu_preprocess=on_device, max_batch=8, max_wait_ms=1000))
         sessions = [InferenceSession(engine, game=str(g["game"])) for _ in images]
         futures = [s.submit_raw(im, seed=i) for i, (s, im) in enumerate(zip(sessions, images))]
         results[on_device] = [f.result() for f in futures]
-        assert max(engine.batch_sizes) >= 4, f"no mixed-size batch happened: {engine.batch_sizes}"
+        assert engine.batch_sizes == Counter({len(images): 1}), f"not one batch: {engine.batch_sizes}"
         engine.close()
     for device_path, pillow_path in zip(results[True], results[False]):
         np.testing.assert_array_equal(device_path, pillow_path)
+
+
+def test_frames_reach_the_tower_as_contiguous_nchw():
+    """As the original's processor hands them: a channels-last view takes another bf16 patch-conv kernel
+    (1.1e-3 off the original's vectors on AVX2 CPUs)."""
+    import torch
+
+    from nitrogen.preprocess import normalize
+
+    x = normalize(torch.zeros((2, 256, 256, 3), dtype=torch.uint8))
+    assert x.shape == (2, 3, 256, 256) and x.is_contiguous()

@@ -210,7 +210,7 @@ def test_selfcheck_is_the_librarys_selfcheck():
 
 
 def test_bf16_on_a_cpu_without_bf16_units_is_refused_saying_why() -> None:
-    """Issue 20: bf16 mode is ~5.6x slower than float32 on AVX2-only CPUs; the server refuses it there
+    """Issue 20: bf16 mode is ~6.5x slower than float32 on AVX2-only CPUs; the server refuses it there
     (and serves it where the CPU has AVX512-BF16 or AMX). Holds on either kind of CPU."""
     import torch
     from nitrogen_server.app import refuse_slow_bf16

@@ -17,13 +17,13 @@ import logging
 import os
 import statistics
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.bench import cpu_name, timed
 from benchmarks.shapes import build_ng_shaped_model
 from nitrogen import EngineOptions, InferenceEngine, InferenceSession
 
@@ -46,14 +46,7 @@ def original_seconds(python: str, checkout: Path, iters: int, dtype: str, thread
 def our_seconds(session: InferenceSession, iters: int) -> list[float]:
     """Per-predict seconds on fresh random frames, as the original's `time` (first one not counted)."""
     rng = np.random.default_rng(0)
-    times = []
-    for i in range(iters + 1):
-        frame = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-        t0 = time.perf_counter()
-        session.predict(frame, seed=i)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return times
+    return timed(lambda: session.predict(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)), iters)
 
 
 def compare(session: InferenceSession, python: str, checkout: Path, iters: int, rounds: int,
@@ -99,8 +92,6 @@ def main() -> None:
                          args.dtype, args.threads)
     finally:
         engine.close()
-    from benchmarks.bench import cpu_name
-
     result["cpu"] = cpu_name()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

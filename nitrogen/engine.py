@@ -136,7 +136,7 @@ class InferenceEngine:
         onednn = torch.backends.mkldnn.is_available() and (not self.bf16 or bf16_supported())
         if self.device.type == "cpu" and self.options.cpu_onednn and onednn:  # same weights, repacked
             logger.debug("oneDNN linear layers: %d",
-                         to_onednn_linears(self.model, bf16=self.bf16, rows=self._rows_per_call))
+                         to_onednn_linears(self.model, bf16=self.bf16, rows=self._rows_per_call()))
         self.forward = BatchedForward(
             self.model, seq_len=self.seq_len, tokens_per_frame=self.tokens_per_frame,
             has_game_token=self.has_game_token, device=self.device, bf16=self.bf16,
@@ -146,20 +146,21 @@ class InferenceEngine:
         if self.options.warmup:
             self._warmup()
 
-    def _rows_per_call(self, layer: str) -> int:
+    def _rows_per_call(self) -> Callable[[str], int]:
         """Rows a layer multiplies per call for one job: the tower a frame's tokens, the mixer and the
-        cross-attention keys/values a VL row, the rest (run at every Euler step) the action horizon."""
-        if layer.startswith("vision_encoder."):
-            return self.tokens_per_frame
-        if layer.startswith("vl_self_attention_model.") or layer in self._key_value_layers():
-            return self.seq_len
-        return self.horizon
+        DiT's cross-attention keys/values (fused or not) a VL row, the rest (every Euler step) the horizon."""
+        key_values = {f"model.transformer_blocks.{i}.attn1.{name}"
+                      for i, blk in enumerate(self.model.model.transformer_blocks) if blk.is_cross
+                      for name in ("to_k", "to_v", "to_kv")}
 
-    def _key_value_layers(self) -> set[str]:
-        """The DiT's cross-attention key/value projections (fused or not): run on VL rows, once a predict."""
-        return {f"model.transformer_blocks.{i}.attn1.{name}"
-                for i, blk in enumerate(self.model.model.transformer_blocks) if blk.is_cross
-                for name in ("to_k", "to_v", "to_kv")}
+        def rows(layer: str) -> int:
+            if layer.startswith("vision_encoder."):
+                return self.tokens_per_frame
+            if layer.startswith("vl_self_attention_model.") or layer in key_values:
+                return self.seq_len
+            return self.horizon
+
+        return rows
 
     def _check_geometry(self) -> None:
         m = self.config.model_cfg

@@ -104,7 +104,7 @@ class ExactResize:
         self.device = device
         self._tables: dict[int, torch.Tensor] = {}
 
-    def matrix(self, in_size: int) -> torch.Tensor:
+    def _matrix(self, in_size: int) -> torch.Tensor:
         """(size, in_size) float64: Pillow's integer weight of each source pixel for each output pixel."""
         if in_size in self._tables:
             self._tables[in_size] = self._tables.pop(in_size)  # most recently used last
@@ -122,7 +122,7 @@ class ExactResize:
     def _pass(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """One axis of (N, H, W, 3) float64 pixels (dim 1 or 2): weighted sum, Pillow's rounding shift,
         clip to 0..255."""
-        m = self.matrix(x.shape[dim])
+        m = self._matrix(x.shape[dim])
         acc = torch.einsum("oh,nhwc->nowc", m, x) if dim == 1 else torch.einsum("ow,nhwc->nhoc", m, x)
         acc = (acc + (1 << (PRECISION_BITS - 1))).to(torch.int64)  # exact integers: no rounding here
         return (acc >> PRECISION_BITS).clamp_(0, 255).to(torch.float64)
